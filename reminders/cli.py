@@ -1,0 +1,197 @@
+"""The `reminders` command. Each subcommand parses, calls a service, prints; bad input gets one
+line saying what to fix and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import NoReturn
+
+from reminders.enrolment import FIELDS, InvalidEnrolment, parse_fields
+from reminders.settings import ConfigError
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad input from the person at the terminal."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # argparse prints the whole usage block; one line that names the problem is kinder.
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _now(value: str | None) -> datetime:
+    if value is None:
+        return datetime.now(UTC)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(
+            f"--now: {value!r} is not ISO 8601, such as 2026-06-01T09:00:00+01:00"
+        ) from None
+    if parsed.tzinfo is None:
+        raise UsageError(f"--now: {value!r} needs a UTC offset, such as +00:00 or Z")
+    return parsed.astimezone(UTC)
+
+
+def _flags(pairs: Sequence[str]) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--flag: {pair!r} should be KEY=VALUE, such as sedation=yes")
+        if key not in FIELDS:
+            raise UsageError(f"--flag: unknown field {key!r} (known: {', '.join(FIELDS)})")
+        fields[key] = value
+    return fields
+
+
+def _enrolment_fields(args: argparse.Namespace) -> dict[str, str]:
+    fields = _flags(args.flag)
+    date, sep, clock = args.at.partition("T")
+    if not sep:
+        raise UsageError(f"--at: {args.at!r} should be YYYY-MM-DDTHH:MM, such as 2026-06-10T09:30")
+    named = {"procedure": args.procedure, "date": date, "time": clock, "timezone": args.tz}
+    for option in ("name", "phone", "email", "booking_ref", "language", "arrival"):
+        named[option] = getattr(args, option, None)
+    for key, value in named.items():
+        if value is None:
+            continue
+        if key in fields and fields[key] != value:
+            raise UsageError(f"{key} is given twice, as an option and as --flag")
+        fields[key] = value
+    return fields
+
+
+def _add_enrolment_options(parser: argparse.ArgumentParser, *, name_required: bool) -> None:
+    parser.add_argument("--procedure", required=True, help="procedure slug, e.g. sacroplasty")
+    parser.add_argument("--at", required=True, help="local start, YYYY-MM-DDTHH:MM")
+    parser.add_argument("--tz", help="IANA time zone (default REMINDERS_TIMEZONE)")
+    parser.add_argument("--name", required=name_required)
+    parser.add_argument("--phone")
+    parser.add_argument("--email")
+    parser.add_argument("--arrival", help="local arrival time, HH:MM")
+    parser.add_argument(
+        "--flag", action="append", default=[], metavar="KEY=VALUE", help="any enrolment field"
+    )
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from reminders.checks import check
+    from reminders.config import Config
+
+    config = Config.load()
+    problems = check(config)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print(f"reminders check: {len(problems)} problem(s) found", file=sys.stderr)
+        return 1
+    rules = sum(len(p.rules) for p in config.protocols.values())
+    print(f"OK: {len(config.protocols)} procedures, {rules} rules, every template renders")
+    return 0
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from reminders.checks import SAMPLE_EMAIL, SAMPLE_PHONE
+    from reminders.config import Config
+    from reminders.preview import preview
+
+    config = Config.load()
+    fields = _enrolment_fields(args)
+    fields.setdefault("name", "Alex Smith")
+    if not fields.get("phone") and not fields.get("email"):
+        # Show both channels when staff have not said how the patient will be reached.
+        fields.update(phone=SAMPLE_PHONE, email=SAMPLE_EMAIL)
+    enrolment = parse_fields(
+        fields, protocols=config.protocols, default_timezone=config.settings.timezone
+    )
+    result = preview(config, enrolment, _now(args.now))
+    if args.json:
+        print(json.dumps(result.as_json(), indent=2, ensure_ascii=False))
+    else:
+        print(result.as_text(), end="")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from reminders.migrate import current_revision, upgrade
+    from reminders.settings import Settings
+
+    url = Settings.from_env().database_url
+    upgrade(url)
+    print(f"database at revision {current_revision(url)}")
+    return 0
+
+
+def cmd_enrol(args: argparse.Namespace) -> int:
+    from reminders import services
+    from reminders.config import Config
+    from reminders.db import make_engine, make_sessionmaker, session_scope
+    from reminders.migrate import check_current
+
+    config = Config.load()
+    fields = _enrolment_fields(args)
+    enrolment = parse_fields(
+        fields, protocols=config.protocols, default_timezone=config.settings.timezone
+    )
+    url = config.settings.database_url
+    check_current(url)
+    engine = make_engine(url)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            result = services.enrol(session, config, enrolment, now=_now(None), actor="cli")
+            enrolment_id = result.enrolment.id
+    finally:
+        engine.dispose()
+    for warning in result.warnings:
+        print(f"Warning: {warning}", file=sys.stderr)
+    print(enrolment_id)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="reminders", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    commands.add_parser("migrate", help="bring the database to the current schema")
+    commands.add_parser("check", help="validate protocols, templates and the unit file")
+
+    preview = commands.add_parser("preview", help="show what a patient would receive, and when")
+    _add_enrolment_options(preview, name_required=False)
+    preview.add_argument("--now", help="pretend it is this moment (ISO 8601 with offset)")
+    preview.add_argument("--json", action="store_true", help="machine-readable output")
+
+    enrol = commands.add_parser("enrol", help="enrol a patient and schedule their reminders")
+    _add_enrolment_options(enrol, name_required=True)
+    enrol.add_argument("--booking-ref", dest="booking_ref")
+    enrol.add_argument("--language")
+    return parser
+
+
+_COMMANDS = {"check": cmd_check, "preview": cmd_preview, "migrate": cmd_migrate, "enrol": cmd_enrol}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except (UsageError, ConfigError) as exc:
+        message = str(exc)
+    except InvalidEnrolment as exc:
+        message = "; ".join(exc.problems)
+    first, *rest = message.splitlines() or [""]
+    print(f"reminders {args.command}: {first}", file=sys.stderr)
+    for line in rest:  # a config file with several problems: one line each, all shown
+        print(f"reminders {args.command}: {line}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

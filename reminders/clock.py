@@ -1,0 +1,90 @@
+"""Local wall-clock arithmetic in a patient's time zone, and British English formatting of it.
+
+Everything here is pure. Times are aware `datetime`s; the schedule works in UTC and comes here to
+reason about the patient's calendar.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from reminders.settings import SendingWindow
+
+_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTHS = (
+    "January", "February", "March", "April", "May", "June",
+    "July", "August", "September", "October", "November", "December",
+)  # fmt: skip
+
+
+def localize(day: date, clock: time, zone: ZoneInfo) -> datetime:
+    """The instant at which `zone`'s wall clock shows `clock` on `day`.
+
+    Deliberate choices at clock changes: a wall time that does not exist (01:30 on the night the
+    clocks go forward) is moved forward by the gap (02:30), because a reminder a little late is
+    better than one an hour early at night; a wall time that happens twice (01:30 on the night
+    they go back) means the first of the two, so nothing slips past a deadline.
+    """
+    naive = datetime.combine(day, clock)
+    aware = naive.replace(tzinfo=zone, fold=0)
+    # fold=0 on a non-existent time uses the offset from before the change; going through UTC
+    # then shows the wall time moved forward by the gap, which is the choice above.
+    return aware.astimezone(UTC).astimezone(zone)
+
+
+def as_local(instant: datetime, zone: ZoneInfo) -> datetime:
+    return instant.astimezone(zone)
+
+
+def in_window(instant: datetime, window: SendingWindow, zone: ZoneInfo) -> bool:
+    if window.always_open:
+        return True
+    wall = instant.astimezone(zone).time()
+    return window.start <= wall and (window.end is None or wall <= window.end)
+
+
+def next_opening(instant: datetime, window: SendingWindow, zone: ZoneInfo) -> datetime:
+    """The first instant at or after `instant` that is inside the window."""
+    if in_window(instant, window, zone):
+        return instant
+    local = instant.astimezone(zone)
+    day = local.date() if local.time() < window.start else local.date() + timedelta(days=1)
+    return localize(day, window.start, zone).astimezone(UTC)
+
+
+def previous_closing(instant: datetime, window: SendingWindow, zone: ZoneInfo) -> datetime:
+    """The last instant at or before `instant` that is inside the window."""
+    if in_window(instant, window, zone) or window.end is None:
+        return instant
+    local = instant.astimezone(zone)
+    day = local.date() if local.time() > window.end else local.date() - timedelta(days=1)
+    return localize(day, window.end, zone).astimezone(UTC)
+
+
+def format_day(day: date) -> str:
+    """`Thursday 10 December`: the NHS style for dates in patient letters."""
+    return f"{_DAYS[day.weekday()]} {day.day} {_MONTHS[day.month - 1]}"
+
+
+def format_clock(clock: time) -> str:
+    """`9am`, `9:30am`, `2:15pm`, `midday`, `midnight`: the NHS style for times."""
+    if clock.hour == 0 and clock.minute == 0:
+        return "midnight"
+    if clock.hour == 12 and clock.minute == 0:
+        return "midday"
+    hour = clock.hour % 12 or 12
+    suffix = "am" if clock.hour < 12 else "pm"
+    minutes = f":{clock.minute:02d}" if clock.minute else ""
+    return f"{hour}{minutes}{suffix}"
+
+
+def format_moment(instant: datetime, zone: ZoneInfo) -> str:
+    """`9:30am on Thursday 10 December`, in the patient's zone; for staff warnings."""
+    local = instant.astimezone(zone)
+    return f"{format_clock(local.time())} on {format_day(local.date())}"
+
+
+def iso_local(instant: datetime, zone: ZoneInfo) -> str:
+    """ISO 8601 with seconds in the patient's own offset: `2026-06-09T18:00:00+01:00`."""
+    return instant.astimezone(zone).isoformat(timespec="seconds")

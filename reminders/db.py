@@ -1,0 +1,57 @@
+"""Engines and sessions, configured the same way for the web app, workers, CLI and tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+# How long an SQLite writer waits for another process's lock before giving up. The web app,
+# the worker and beat all share one file under `reminders up`; without a wait they would fail
+# with "database is locked" whenever two of them write at once.
+SQLITE_BUSY_TIMEOUT_MS = 15_000
+
+
+def make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(parsed)
+    database = parsed.database
+    in_memory = not database or database == ":memory:" or database.startswith("file:")
+    if not in_memory and database is not None:
+        # The default database lives under ./var/, which a fresh checkout does not have yet.
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(parsed)
+    event.listen(engine, "connect", _configure_sqlite_connection)
+    return engine
+
+
+def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        # SQLite ignores foreign keys unless asked, per connection; without this a reminder
+        # could outlive its enrolment in development and tests but not on PostgreSQL.
+        cursor.execute("PRAGMA foreign_keys=ON")
+        # WAL lets the web app read while a worker writes; it is a no-op for in-memory files.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    finally:
+        cursor.close()
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    # Rows are often read after commit (to enqueue their ids, to render a page); expiring them
+    # would cost a query each and fail outright once the session is closed.
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One unit of work: commit if the block finishes, roll back if it raises."""
+    with factory() as session, session.begin():
+        yield session

@@ -1,0 +1,320 @@
+"""The tables, and the reminder state machine that keeps a message from going out twice.
+
+Every instant is stored in UTC through `UTCDateTime`; local dates and times are kept only where a
+person typed them (the procedure's wall-clock date and time and its zone), because schedules are
+computed from the wall clock, not from an instant that a time-zone rule change could move.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time
+from functools import cache
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    Time,
+    UniqueConstraint,
+    false,
+    inspect,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+# Deterministic constraint names, so that a later migration can drop a constraint by name on
+# PostgreSQL and SQLite alike instead of guessing what each database called it.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+CHANNELS = ("sms", "email")
+
+ENROLMENT_ACTIVE = "active"
+ENROLMENT_CANCELLED = "cancelled"
+ENROLMENT_COMPLETED = "completed"
+ENROLMENT_STATUSES = (ENROLMENT_ACTIVE, ENROLMENT_CANCELLED, ENROLMENT_COMPLETED)
+
+REMINDER_STATES = ("scheduled", "queued", "sending", "sent", "failed", "cancelled", "skipped")
+# Rows the dispatcher may still hand to a worker; a reschedule recomputes exactly these.
+PENDING_STATES = ("scheduled", "queued")
+
+# `sending` is committed before the provider is called, so a task delivered twice finds the row
+# already moved on and does nothing. Only the sweeper (a stuck `queued` row) and a transient
+# provider error (`sending` that certainly did not reach the patient) may go back to `scheduled`.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "scheduled": frozenset({"queued", "cancelled", "skipped"}),
+    "queued": frozenset({"sending", "scheduled", "cancelled", "skipped"}),
+    "sending": frozenset({"sent", "failed", "scheduled"}),
+    "sent": frozenset(),
+    "failed": frozenset(),
+    "cancelled": frozenset(),
+    "skipped": frozenset(),
+}
+
+# What the provider later says about a message we handed over; kept beside `state` because a
+# message can be `sent` by us and still `undelivered` to the handset.
+DELIVERY_STATUSES = ("queued", "sent", "delivered", "undelivered", "failed")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(value) for value in values)})"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An instant, always aware and in UTC on both sides of the database.
+
+    A naive datetime is refused rather than assumed to be UTC: a local wall-clock time slipping
+    in unnoticed would send a reminder an hour early or late for half the year. SQLite keeps no
+    offset, so what comes back is naive and is given its UTC zone here.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetimes are not allowed; give {value!r} a time zone")
+        value = value.astimezone(UTC)
+        # SQLite stores the text of the datetime; without an offset every stored value has the
+        # same shape, so comparisons between them stay correct.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"expected a datetime from the database, got {value!r}")
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    # Any `Mapped[datetime]` column is an instant in UTC unless it says otherwise.
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime()}
+
+    def __init__(self, **kwargs: Any) -> None:
+        """Fill in constant column defaults at construction, not only at flush.
+
+        The state machine and the services read `state`, `status` and `schedule_version` on rows
+        that have not been flushed yet; they must see the value the database will get.
+        """
+        cls = type(self)
+        for key, value in (_constant_defaults(cls) | kwargs).items():
+            if not hasattr(cls, key):
+                raise TypeError(f"{key!r} is an invalid keyword argument for {cls.__name__}")
+            setattr(self, key, value)
+
+
+@cache
+def _constant_defaults(cls: type[Base]) -> dict[str, Any]:
+    # Cached: a bulk import builds a million of these, and the mapper never changes.
+    defaults = {}
+    for attribute in inspect(cls).column_attrs:
+        default = attribute.columns[0].default
+        if default is not None and default.is_scalar:
+            defaults[attribute.key] = getattr(default, "arg", None)
+    return defaults
+
+
+class Timestamped:
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Patient(Timestamped, Base):
+    __tablename__ = "patients"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    phone: Mapped[str | None] = mapped_column(String(20))  # E.164
+    email: Mapped[str | None] = mapped_column(String(320))
+    language: Mapped[str] = mapped_column(String(35), default="en-GB", server_default="en-GB")
+
+    enrolments: Mapped[list[Enrolment]] = relationship(back_populates="patient")
+
+
+class Enrolment(Base):
+    __tablename__ = "enrolments"
+    __table_args__ = (CheckConstraint(_one_of("status", ENROLMENT_STATUSES), name="status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    booking_ref: Mapped[str] = mapped_column(String(64), unique=True)
+    patient_id: Mapped[int] = mapped_column(
+        ForeignKey("patients.id", ondelete="CASCADE"), index=True
+    )
+    procedure: Mapped[str] = mapped_column(String(64))
+    # What staff typed, in the patient's zone; `starts_at` is derived from these and is what
+    # queries sort and filter on.
+    local_date: Mapped[date] = mapped_column(Date)
+    local_time: Mapped[time] = mapped_column(Time)
+    timezone: Mapped[str] = mapped_column(String(64))
+    starts_at: Mapped[datetime] = mapped_column(index=True)
+    arrival: Mapped[time | None] = mapped_column(Time)
+    sedation: Mapped[bool | None] = mapped_column(Boolean)
+    joint: Mapped[str | None] = mapped_column(String(16))
+    anticoagulant: Mapped[str | None] = mapped_column(String(100))
+    anticoagulant_hold_days: Mapped[int | None] = mapped_column(Integer)
+    anticoagulant_restart_days: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(
+        String(16), default=ENROLMENT_ACTIVE, server_default=ENROLMENT_ACTIVE
+    )
+    # Bumped on every reschedule; a reminder carrying an older number is stale work.
+    schedule_version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    enrolled_at: Mapped[datetime] = mapped_column(default=utcnow)  # the "booking" anchor
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column()
+
+    patient: Mapped[Patient] = relationship(back_populates="enrolments")
+    reminders: Mapped[list[Reminder]] = relationship(
+        back_populates="enrolment",
+        order_by=lambda: (Reminder.send_at, Reminder.id),
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+
+class Reminder(Timestamped, Base):
+    __tablename__ = "reminders"
+    __table_args__ = (
+        CheckConstraint(_one_of("channel", CHANNELS), name="channel"),
+        CheckConstraint(_one_of("state", REMINDER_STATES), name="state"),
+        CheckConstraint(
+            f"delivery_status IS NULL OR {_one_of('delivery_status', DELIVERY_STATUSES)}",
+            name="delivery_status",
+        ),
+        # The dispatcher's claim: "due rows in this state, oldest first".
+        Index("ix_reminders_state_send_at", "state", "send_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    enrolment_id: Mapped[int] = mapped_column(
+        ForeignKey("enrolments.id", ondelete="CASCADE"), index=True
+    )
+    rule: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(8))
+    state: Mapped[str] = mapped_column(String(16), default="scheduled", server_default="scheduled")
+    send_at: Mapped[datetime] = mapped_column()
+    deadline: Mapped[datetime] = mapped_column()  # must reach the patient by then
+    expires_at: Mapped[datetime] = mapped_column()  # worthless after this; never sent late
+    schedule_version: Mapped[int] = mapped_column(Integer)
+    template: Mapped[str] = mapped_column(String(64))
+    template_version: Mapped[str] = mapped_column(String(64))
+    language: Mapped[str] = mapped_column(String(35))
+    # Rendered when scheduled, so staff see exactly what the patient will get.
+    subject: Mapped[str | None] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    body_html: Mapped[str | None] = mapped_column(Text)
+    safety_critical: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    is_correction: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The values the rule's templates showed (JSON), to tell on a reschedule whether an
+    # instruction the patient already has has changed and needs a correction.
+    fingerprint: Mapped[str | None] = mapped_column(Text)
+    cancel_reason: Mapped[str | None] = mapped_column(String(64))
+    provider_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    delivery_status: Mapped[str | None] = mapped_column(String(16))
+    error_code: Mapped[str | None] = mapped_column(String(32))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    sent_at: Mapped[datetime | None] = mapped_column()
+
+    enrolment: Mapped[Enrolment] = relationship(back_populates="reminders")
+
+    @property
+    def pending(self) -> bool:
+        return self.state in PENDING_STATES
+
+    def move_to(self, state: str, *, reason: str | None = None) -> None:
+        """Change state only along TRANSITIONS.
+
+        A row can be touched by the dispatcher, a worker, a sweeper and a reschedule at once;
+        refusing an impossible move loudly is what keeps a sent message from being sent again.
+        """
+        if state not in TRANSITIONS.get(self.state, frozenset()):
+            raise InvalidTransition(self.id, self.state, state)
+        self.state = state
+        if state in ("cancelled", "skipped") and reason is not None:
+            self.cancel_reason = reason
+
+
+class InvalidTransition(Exception):
+    def __init__(self, reminder_id: int | None, current: str, wanted: str) -> None:
+        self.reminder_id = reminder_id
+        self.current = current
+        self.wanted = wanted
+        super().__init__(f"reminder {reminder_id} cannot move from {current!r} to {wanted!r}")
+
+
+class OptOut(Base):
+    __tablename__ = "opt_outs"
+    __table_args__ = (
+        CheckConstraint(_one_of("channel", CHANNELS), name="channel"),
+        UniqueConstraint("channel", "destination"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel: Mapped[str] = mapped_column(String(8))
+    destination: Mapped[str] = mapped_column(String(320))  # E.164 number or email address
+    source: Mapped[str] = mapped_column(String(32))  # how it arrived, e.g. a STOP reply
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AttentionItem(Base):
+    """An entry on the staff's "needs attention" list; `needs_call` puts it on the call list."""
+
+    __tablename__ = "attention_items"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    enrolment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("enrolments.id", ondelete="CASCADE"), index=True
+    )
+    reminder_id: Mapped[int | None] = mapped_column(
+        ForeignKey("reminders.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)
+    needs_call: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column()
+    resolved_by: Mapped[str | None] = mapped_column(String(200))
+
+    enrolment: Mapped[Enrolment | None] = relationship()
+    reminder: Mapped[Reminder | None] = relationship()
+
+
+class AuditEntry(Base):
+    """Who did what. Outlives a purged enrolment (the link is nulled), so `detail` must not
+    carry patient data."""
+
+    __tablename__ = "audit_entries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64))
+    enrolment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("enrolments.id", ondelete="SET NULL"), index=True
+    )
+    detail: Mapped[str | None] = mapped_column(Text)  # JSON text

@@ -1,0 +1,237 @@
+"""Templates to message text: a Jinja2 sandbox, per channel and language, with values already
+formatted in British English.
+
+Layout: `templates/<language>/<template>/{sms.txt, subject.txt, email.txt, email.html}`, with
+`_footer.txt` and `_layout.html` beside them for every email. A language without a template falls
+back to its base language, then to en-GB.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import holidays
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, meta
+from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup
+
+from reminders import sms
+from reminders.clock import format_clock, format_day, in_window
+from reminders.protocols import Unit
+from reminders.schedule import Facts, PlannedReminder
+
+DEFAULT_LANGUAGE = "en-GB"
+SMS_PART = "sms.txt"
+EMAIL_PARTS = ("subject.txt", "email.txt", "email.html")
+PARTS = {"sms": (SMS_PART,), "email": EMAIL_PARTS}
+# Values that change with the moment of sending, not with the instruction itself: a correction
+# is owed when anything else a template shows has changed.
+_VOLATILE = frozenset({"send_day", "gp_open", "unit"})
+_SUBDIVISIONS = {"england-and-wales": "ENG", "scotland": "SCT", "northern-ireland": "NIR"}
+
+
+class RenderError(ValueError):
+    """A template cannot produce a message; the text says which template and why."""
+
+
+@dataclass(frozen=True)
+class Message:
+    channel: str
+    body: str  # SMS text, or the email's plain-text part
+    subject: str | None
+    html: str | None
+    template_version: str
+    language: str  # the language of the templates actually used
+    segments: int | None  # SMS only
+
+
+@cache
+def _bank_holidays(region: str) -> holidays.HolidayBase:
+    return holidays.country_holidays("GB", subdiv=_SUBDIVISIONS[region])
+
+
+def gp_open(instant: datetime, facts: Facts, unit: Unit) -> bool:
+    """Whether GP surgeries are normally open at `instant`: weekdays in the unit's GP hours,
+    bank holidays of the unit's region excepted. Otherwise patients are pointed to NHS 111."""
+    local = instant.astimezone(facts.zone)
+    if local.weekday() >= 5 or local.date() in _bank_holidays(unit.bank_holidays):
+        return False
+    return in_window(instant, unit.gp_hours, facts.zone)
+
+
+def template_context(facts: Facts, send_at: datetime, unit: Unit) -> dict[str, Any]:
+    """Everything a template may use (docs/protocols.md lists it), present only where it
+    applies, so StrictUndefined catches a template that uses a value its rule cannot have."""
+    enrolment, zone = facts.enrolment, facts.zone
+    start = facts.starts_at.astimezone(zone)
+    arrival = facts.anchors["arrival"].astimezone(zone)
+    context: dict[str, Any] = {
+        "name": enrolment.name,
+        "first_name": enrolment.name.split()[0],
+        "procedure_name": facts.protocol.name,
+        "procedure_day": format_day(start.date()),
+        "procedure_time": format_clock(start.time()),
+        "arrival_day": format_day(arrival.date()),
+        "arrival_time": format_clock(arrival.time()),
+        "has_arrival": enrolment.arrival is not None,
+        "sedation": facts.sedation,
+        "send_day": format_day(send_at.astimezone(zone).date()),
+        "gp_open": gp_open(send_at, facts, unit),
+        "unit": unit,
+    }
+    if enrolment.joint:
+        context["joint"] = enrolment.joint
+    if facts.anticoagulant != "none":
+        context["drug"] = enrolment.anticoagulant
+    if "last-dose" in facts.anchors:
+        last_dose = facts.anchors["last-dose"].astimezone(zone).date()
+        context["hold_days"] = enrolment.anticoagulant_hold_days
+        context["last_dose_day"] = format_day(last_dose)
+        context["first_skip_day"] = format_day(last_dose + timedelta(days=1))
+    if "restart" in facts.anchors:
+        context["restart_day"] = format_day(facts.anchors["restart"].astimezone(zone).date())
+        context["restart_same_day"] = enrolment.anticoagulant_restart_days == 0
+    if "food-stop" in facts.anchors and facts.protocol.fasting is not None:
+        food = facts.anchors["food-stop"].astimezone(zone)
+        liquids = facts.anchors["liquids-stop"].astimezone(zone)
+        context.update(
+            no_food_after=format_clock(food.time()),
+            no_food_day=format_day(food.date()),
+            no_liquids_after=format_clock(liquids.time()),
+            no_liquids_day=format_day(liquids.date()),
+            food_hours=facts.protocol.fasting.food_hours,
+            liquids_hours=facts.protocol.fasting.liquids_hours,
+        )
+    return context
+
+
+class Renderer:
+    def __init__(self, templates_dir: Path, unit: Unit) -> None:
+        self.templates_dir = templates_dir
+        self.unit = unit
+        self.env = SandboxedEnvironment(
+            loader=FileSystemLoader(templates_dir),
+            undefined=StrictUndefined,
+            autoescape=lambda name: name is not None and name.endswith(".html"),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self._sources: dict[str, str | None] = {}
+
+    # --- finding templates -------------------------------------------------------------------
+
+    def template_names(self, language: str = DEFAULT_LANGUAGE) -> list[str]:
+        root = self.templates_dir / language
+        if not root.is_dir():
+            return []
+        return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))
+
+    def languages(self) -> list[str]:
+        return sorted(p.name for p in self.templates_dir.iterdir() if p.is_dir())
+
+    @staticmethod
+    def fallbacks(language: str) -> list[str]:
+        chain = [language]
+        base = language.split("-")[0]
+        if base != language:
+            chain.append(base)
+        if DEFAULT_LANGUAGE not in chain:
+            chain.append(DEFAULT_LANGUAGE)
+        return chain
+
+    def _source(self, path: str) -> str | None:
+        if path not in self._sources:
+            file = self.templates_dir / path
+            self._sources[path] = file.read_text(encoding="utf-8") if file.is_file() else None
+        return self._sources[path]
+
+    def resolve(self, template: str, channel: str, language: str) -> str:
+        """The language whose templates will be used: the first in the fallback chain that has
+        every part this channel needs."""
+        for candidate in self.fallbacks(language):
+            parts = [f"{candidate}/{template}/{part}" for part in PARTS[channel]]
+            if all(self._source(p) is not None for p in parts):
+                return candidate
+        raise RenderError(
+            f"template '{template}': no {channel} files ({', '.join(PARTS[channel])}) in "
+            f"{', '.join(self.fallbacks(language))}"
+        )
+
+    def _paths(self, template: str, channel: str, language: str) -> list[str]:
+        paths = [f"{language}/{template}/{part}" for part in PARTS[channel]]
+        if channel == "email":
+            shared = self.resolve_shared(language)
+            paths += [f"{shared}/_footer.txt", f"{shared}/_layout.html"]
+        return paths
+
+    def resolve_shared(self, language: str) -> str:
+        for candidate in self.fallbacks(language):
+            shared = (f"{candidate}/_footer.txt", f"{candidate}/_layout.html")
+            if all(self._source(path) is not None for path in shared):
+                return candidate
+        raise RenderError(f"no email _footer.txt and _layout.html in {self.templates_dir}")
+
+    def version(self, template: str, channel: str, language: str) -> str:
+        """A short hash of every file that produces this message: it changes when any does."""
+        digest = hashlib.sha256()
+        for path in self._paths(template, channel, language):
+            digest.update(path.encode())
+            digest.update((self._source(path) or "").encode())
+        return digest.hexdigest()[:12]
+
+    # --- rendering ---------------------------------------------------------------------------
+
+    def _render(self, path: str, context: dict[str, Any]) -> str:
+        try:
+            return self.env.get_template(path).render(context).strip()
+        except TemplateNotFound:
+            raise RenderError(f"{path}: template file not found") from None
+        except Exception as exc:  # a template error of any kind is a configuration error
+            raise RenderError(f"{path}: {type(exc).__name__}: {exc}") from None
+
+    def render(self, reminder: PlannedReminder, facts: Facts) -> Message:
+        context = template_context(facts, reminder.send_at, self.unit)
+        return self.render_with(reminder.template, reminder.channel, facts, context)
+
+    def render_with(
+        self, template: str, channel: str, facts: Facts, context: dict[str, Any]
+    ) -> Message:
+        language = self.resolve(template, channel, facts.enrolment.language)
+        version = self.version(template, channel, language)
+        if channel == "sms":
+            text = sms.to_gsm7(self._render(f"{language}/{template}/{SMS_PART}", context))
+            count = sms.segments(text)
+            if count > sms.MAX_SEGMENTS:
+                raise RenderError(
+                    f"{language}/{template}/{SMS_PART}: the text takes {count} SMS segments "
+                    f"({sms.septets(text)} characters); the limit is {sms.MAX_SEGMENTS}. "
+                    "Shorten it."
+                )
+            return Message("sms", text, None, None, version, language, count)
+        subject = " ".join(self._render(f"{language}/{template}/subject.txt", context).split())
+        shared = self.resolve_shared(language)
+        text = self._render(f"{language}/{template}/email.txt", context)
+        footer = self._render(f"{shared}/_footer.txt", context)
+        fragment = self._render(f"{language}/{template}/email.html", context)
+        html = self._render(
+            f"{shared}/_layout.html", {**context, "subject": subject, "content": Markup(fragment)}
+        )
+        return Message("email", f"{text}\n\n{footer}", subject, html, version, language, None)
+
+    def fingerprint(self, template: str, channel: str, facts: Facts, send_at: datetime) -> str:
+        """The instruction a message gives, as the values its templates show (the send day and
+        opening hours aside). Two messages with the same fingerprint tell the patient the same."""
+        language = self.resolve(template, channel, facts.enrolment.language)
+        context = template_context(facts, send_at, self.unit)
+        used: set[str] = set()
+        for part in PARTS[channel]:
+            source = self._source(f"{language}/{template}/{part}") or ""
+            used |= meta.find_undeclared_variables(self.env.parse(source))
+        shown = {k: context[k] for k in sorted(used - _VOLATILE) if k in context}
+        return json.dumps(shown, sort_keys=True, default=str)

@@ -1,0 +1,316 @@
+"""Pure: (protocol, enrolment, now) -> the reminders to send, in UTC, and warnings for staff.
+
+The steps for each rule: does it apply (its `when` and its anchors); its planned send time, deadline
+and expiry in the patient's zone; the sending window; then whether it is already too late. Nothing
+here reads a clock, a file or a database, so every decision can be tested directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from reminders.clock import (
+    format_day,
+    format_moment,
+    in_window,
+    localize,
+    next_opening,
+    previous_closing,
+)
+from reminders.enrolment import Enrolment
+from reminders.protocols import Moment, Protocol, Rule
+from reminders.settings import SendingWindow
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the rules and templates know about one enrolment, worked out once."""
+
+    protocol: Protocol
+    enrolment: Enrolment
+    zone: ZoneInfo
+    starts_at: datetime
+    anchors: dict[str, datetime]
+    sedation: bool
+    anticoagulant: str  # none, unplanned, hold or continue
+
+    @property
+    def conditions(self) -> dict[str, object]:
+        return {
+            "sedation": self.sedation,
+            "anticoagulant": self.anticoagulant,
+            "arrival": self.enrolment.arrival is not None,
+            "joint": self.enrolment.joint or "none",
+        }
+
+    def resolve(self, moment: Moment) -> datetime | None:
+        """The instant `moment` names, in UTC; None when its anchor does not apply."""
+        anchor = self.anchors.get(moment.anchor)
+        if anchor is None:
+            return None
+        if not moment.offset.is_calendar:
+            # In UTC: arithmetic on a zoned datetime moves the wall clock, not elapsed time.
+            return anchor.astimezone(UTC) + moment.offset.elapsed
+        local = anchor.astimezone(self.zone)
+        day = local.date() + timedelta(days=moment.offset.days)
+        return localize(day, moment.at or local.time(), self.zone).astimezone(UTC)
+
+
+def anticoagulant_status(enrolment: Enrolment) -> str:
+    if not enrolment.anticoagulant:
+        return "none"
+    if enrolment.anticoagulant_hold_days is None:
+        return "unplanned"
+    return "hold" if enrolment.anticoagulant_hold_days > 0 else "continue"
+
+
+def facts_for(protocol: Protocol, enrolment: Enrolment, booked_at: datetime) -> Facts:
+    zone = enrolment.timezone
+    starts_at = localize(enrolment.date, enrolment.time, zone)
+    arrival = localize(enrolment.date, enrolment.arrival, zone) if enrolment.arrival else starts_at
+    sedation = protocol.sedation_default if enrolment.sedation is None else enrolment.sedation
+    status = anticoagulant_status(enrolment)
+    anchors = {"procedure": starts_at, "arrival": arrival, "booking": booked_at.astimezone(zone)}
+    if status == "hold":
+        hold = enrolment.anticoagulant_hold_days or 0
+        # "Hold N days" means N whole days without a dose before the procedure day, so the last
+        # dose is on day -(N+1): a 5-day warfarin hold for a Thursday ends with Friday's dose.
+        last_dose = enrolment.date - timedelta(days=hold + 1)
+        anchors["last-dose"] = localize(last_dose, time(0), zone)
+        if enrolment.anticoagulant_restart_days is not None:
+            restart = enrolment.date + timedelta(days=enrolment.anticoagulant_restart_days)
+            anchors["restart"] = localize(restart, time(0), zone)
+    if sedation and protocol.fasting is not None:
+        # Elapsed hours, counted back from arrival: that is when the patient must be fasted.
+        arrival_utc = arrival.astimezone(UTC)
+        anchors["food-stop"] = arrival_utc - timedelta(hours=protocol.fasting.food_hours)
+        anchors["liquids-stop"] = arrival_utc - timedelta(hours=protocol.fasting.liquids_hours)
+    return Facts(protocol, enrolment, zone, starts_at, anchors, sedation, status)
+
+
+@dataclass(frozen=True)
+class PlannedReminder:
+    rule: str
+    channel: str
+    send_at: datetime  # UTC
+    deadline: datetime  # must reach the patient by
+    expires: datetime  # worthless after
+    template: str
+    safety_critical: bool
+    is_correction: bool = False
+
+
+@dataclass
+class Schedule:
+    facts: Facts
+    reminders: list[PlannedReminder] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def matches(rule: Rule, conditions: dict[str, object]) -> bool:
+    for fact, wanted in rule.when.items():
+        allowed = wanted if isinstance(wanted, list) else [wanted]
+        if conditions.get(fact) not in allowed:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class Timing:
+    send_at: datetime
+    deadline: datetime
+    expires: datetime
+
+
+def timing_for(rule: Rule, facts: Facts) -> Timing | None:
+    planned = facts.resolve(rule.send)
+    if planned is None:
+        return None
+    expires = facts.resolve(rule.expires) if rule.expires else None
+    if expires is None:
+        expires = facts.starts_at
+        if rule.phase == "after":
+            expires = planned.astimezone(UTC) + timedelta(days=1)
+    if rule.phase == "before":
+        expires = min(expires, facts.starts_at)
+    deadline = facts.resolve(rule.deadline) if rule.deadline else None
+    deadline = expires if deadline is None else min(deadline, expires)
+    return Timing(planned.astimezone(UTC), deadline.astimezone(UTC), expires.astimezone(UTC))
+
+
+def _fit_window(
+    at: datetime, rule: Rule, timing: Timing, window: SendingWindow, zone: ZoneInfo
+) -> datetime | None:
+    """Move `at` into the sending window by the rule's policy; None when the policy drops it."""
+    if rule.quiet_hours == "send" or in_window(at, window, zone):
+        return at
+    if rule.quiet_hours == "drop":
+        return None
+    later = next_opening(at, window, zone)
+    if rule.quiet_hours == "later" and later <= timing.deadline:
+        return later
+    # Earlier rather than past the deadline: a fasting message at 8pm beats one at 8am that
+    # arrives after the patient should have stopped eating.
+    return previous_closing(at, window, zone)
+
+
+def _place(
+    rule: Rule, timing: Timing, facts: Facts, now: datetime, window: SendingWindow
+) -> tuple[datetime | None, str | None]:
+    """The final send time, or None with the reason staff should hear (None when silent)."""
+    zone = facts.zone
+    if rule.phase == "after" and timing.send_at < facts.starts_at:
+        return None, f"{rule.title}: not scheduled, as it would go before the procedure starts."
+    at = _fit_window(timing.send_at, rule, timing, window, zone)
+    if at is None:
+        return None, None
+    if at >= now and at < timing.expires:
+        return at, None
+    too_late = (
+        f"{rule.title}: too late to send; it had to reach the patient by "
+        f"{format_moment(timing.deadline, zone)}. Not sent: please contact the patient."
+    )
+    if rule.late == "skip":
+        return None, None
+    if rule.late == "warn":
+        return None, too_late
+    soonest = now if rule.quiet_hours == "send" else next_opening(now, window, zone)
+    if soonest >= timing.expires:
+        return None, too_late
+    if soonest > timing.deadline and rule.safety_critical:
+        return soonest, (
+            f"{rule.title}: will reach the patient only at {format_moment(soonest, zone)}, after "
+            f"{format_moment(timing.deadline, zone)} when it was needed. Please phone the patient."
+        )
+    return soonest, None
+
+
+def compute_schedule(
+    protocol: Protocol,
+    enrolment: Enrolment,
+    now: datetime,
+    window: SendingWindow,
+    *,
+    delivered: Collection[tuple[str, str]] = (),
+) -> Schedule:
+    """Every reminder still to send for `enrolment`, as of `now`.
+
+    `delivered` holds the (rule, channel) pairs already sent (on a reschedule): they are not
+    planned again, and count as scheduled for other rules' `requires`.
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be an aware datetime")
+    facts = facts_for(protocol, enrolment, enrolment.enrolled_at or now)
+    schedule = Schedule(facts)
+    conditions = facts.conditions
+    delivered_rules = {rule for rule, _ in delivered}
+    placed: dict[str, list[PlannedReminder]] = {}
+    told_to_stop = any(
+        protocol.rule(r).when.get("anticoagulant") == "hold"
+        for r in delivered_rules
+        if any(rule.id == r for rule in protocol.rules)
+    )
+    # Once the patient holds a stop instruction, a moved date is a correction's business.
+    plan_warnings = [] if told_to_stop else list(_plan_warnings(facts, now))
+    plan_too_late = bool(plan_warnings)
+    for rule in protocol.rules:
+        if not matches(rule, conditions):
+            continue
+        timing = timing_for(rule, facts)
+        if timing is None:
+            continue
+        channels = [c for c in rule.channels if c in enrolment.channels]
+        pending = [c for c in channels if (rule.id, c) not in delivered]
+        if not pending:
+            if channels:
+                placed.setdefault(rule.id, [])
+            continue
+        at, warning = _place(rule, timing, facts, now, window)
+        # A hold plan that is too late gets one plain warning below, not one per message.
+        if warning and not (plan_too_late and rule.when.get("anticoagulant") == "hold"):
+            schedule.warnings.append(warning)
+        if at is None:
+            if rule.id in delivered_rules:
+                placed.setdefault(rule.id, [])
+            continue
+        placed[rule.id] = [
+            PlannedReminder(
+                rule=rule.id,
+                channel=channel,
+                send_at=at,
+                deadline=timing.deadline,
+                expires=timing.expires,
+                template=rule.template,
+                safety_critical=rule.safety_critical,
+            )
+            for channel in pending
+        ]
+    schedule.warnings.extend(plan_warnings)
+    for rule in protocol.rules:
+        if rule.id in placed and all(r in placed for r in rule.requires):
+            schedule.reminders.extend(placed[rule.id])
+    order = {rule.id: index for index, rule in enumerate(protocol.rules)}
+    schedule.reminders.sort(key=lambda r: (r.send_at, order[r.rule], r.channel))
+    return schedule
+
+
+def _plan_warnings(facts: Facts, now: datetime) -> Iterable[str]:
+    """The blood-thinner plan as a whole, in one sentence staff can act on."""
+    last_dose = facts.anchors.get("last-dose")
+    if last_dose is None:
+        return
+    first_skip = (last_dose + timedelta(days=1)).astimezone(facts.zone).date()
+    enrolment = facts.enrolment
+    if now >= localize(first_skip, time(0), facts.zone):
+        yield (
+            f"The blood-thinner plan ({enrolment.anticoagulant}, stop "
+            f"{enrolment.anticoagulant_hold_days} days before) can no longer be honoured: the "
+            f"first day without it was {format_day(first_skip)}. No stop message will be sent; "
+            "please contact the patient and the clinician."
+        )
+
+
+def plan_corrections(
+    protocol: Protocol,
+    facts: Facts,
+    changed: Iterable[tuple[str, str]],
+    now: datetime,
+    window: SendingWindow,
+) -> Schedule:
+    """Corrections for (rule, channel) pairs whose already-sent instruction now reads differently.
+
+    A correction goes as soon as the window allows and is worth sending until the corrected
+    rule's new expiry; staff are told either way, as the patient may act on the old message.
+    """
+    schedule = Schedule(facts)
+    for rule_id, channel in changed:
+        rule = protocol.rule(rule_id)
+        if rule.correction is None:
+            continue
+        timing = timing_for(rule, facts)
+        if timing is None:
+            continue
+        at = next_opening(now, window, facts.zone)
+        message = f"{rule.title}: the patient already has the old instruction; "
+        if at < timing.expires:
+            schedule.reminders.append(
+                PlannedReminder(
+                    rule=rule.id,
+                    channel=channel,
+                    send_at=at,
+                    deadline=timing.deadline,
+                    expires=timing.expires,
+                    template=rule.correction,
+                    safety_critical=rule.safety_critical,
+                    is_correction=True,
+                )
+            )
+            message += "a correction is being sent. Please check they have seen it."
+        else:
+            message += "it is too late to send a correction. Please contact the patient."
+        if message not in schedule.warnings:
+            schedule.warnings.append(message)
+    return schedule

@@ -1,0 +1,318 @@
+"""Use cases: enrol, reschedule, cancel, complete. The CLI, the web app and the API call these;
+they call the pure core (schedule, rendering) and the store, and never the other way round.
+
+Every function takes the caller's session and leaves committing to it, so one request or one CSV
+row is one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from reminders import models
+from reminders.config import Config
+from reminders.enrolment import Enrolment
+from reminders.schedule import PlannedReminder, Schedule, compute_schedule, plan_corrections
+
+# Enrolment fields that, when changed, change what the patient receives.
+_SCHEDULE_FIELDS = (
+    "procedure", "date", "time", "timezone", "arrival", "sedation", "joint", "anticoagulant",
+    "anticoagulant_hold_days", "anticoagulant_restart_days", "phone", "email", "language", "name",
+)  # fmt: skip
+_DELIVERED_STATES = ("sending", "sent")
+
+
+class EnrolmentClosed(ValueError):
+    """The booking reference belongs to a cancelled or completed enrolment."""
+
+
+@dataclass
+class EnrolResult:
+    enrolment: models.Enrolment
+    created: bool
+    rescheduled: bool = False
+    warnings: list[str] = field(default_factory=list)
+    reminders: list[models.Reminder] = field(default_factory=list)  # newly scheduled
+
+
+def new_booking_ref(now: datetime) -> str:
+    return f"R{now:%y%m%d}-{secrets.token_hex(3).upper()}"
+
+
+def as_enrolment(row: models.Enrolment) -> Enrolment:
+    """The stored enrolment as the pure core sees it."""
+    patient = row.patient
+    return Enrolment(
+        name=patient.name,
+        procedure=row.procedure,
+        date=row.local_date,
+        time=row.local_time,
+        timezone=ZoneInfo(row.timezone),
+        booking_ref=row.booking_ref,
+        phone=patient.phone,
+        email=patient.email,
+        language=patient.language,
+        arrival=row.arrival,
+        sedation=row.sedation,
+        joint=row.joint,
+        anticoagulant=row.anticoagulant,
+        anticoagulant_hold_days=row.anticoagulant_hold_days,
+        anticoagulant_restart_days=row.anticoagulant_restart_days,
+        enrolled_at=row.enrolled_at,
+    )
+
+
+def _store_fields(row: models.Enrolment, enrolment: Enrolment, starts_at: datetime) -> None:
+    row.patient.name = enrolment.name
+    row.patient.phone = enrolment.phone
+    row.patient.email = enrolment.email
+    row.patient.language = enrolment.language
+    row.procedure = enrolment.procedure
+    row.local_date = enrolment.date
+    row.local_time = enrolment.time
+    row.timezone = enrolment.timezone.key
+    row.starts_at = starts_at
+    row.arrival = enrolment.arrival
+    row.sedation = enrolment.sedation
+    row.joint = enrolment.joint
+    row.anticoagulant = enrolment.anticoagulant
+    row.anticoagulant_hold_days = enrolment.anticoagulant_hold_days
+    row.anticoagulant_restart_days = enrolment.anticoagulant_restart_days
+
+
+def _audit(
+    session: Session, actor: str, action: str, row: models.Enrolment | None, now: datetime,
+    **detail: object,
+) -> None:  # fmt: skip
+    session.add(
+        models.AuditEntry(
+            at=now,
+            actor=actor,
+            action=action,
+            enrolment_id=row.id if row is not None else None,
+            detail=json.dumps(detail, default=str, sort_keys=True) if detail else None,
+        )
+    )
+
+
+def _attention(
+    session: Session, row: models.Enrolment, kind: str, messages: list[str], now: datetime
+) -> None:
+    for message in messages:
+        session.add(
+            models.AttentionItem(
+                enrolment_id=row.id, kind=kind, message=message, needs_call=True, created_at=now
+            )
+        )
+
+
+def _reminder_row(
+    config: Config, schedule: Schedule, planned: PlannedReminder, version: int
+) -> models.Reminder:
+    facts = schedule.facts
+    message = config.renderer.render(planned, facts)
+    rule = facts.protocol.rule(planned.rule)
+    return models.Reminder(
+        rule=planned.rule,
+        channel=planned.channel,
+        state="scheduled",
+        send_at=planned.send_at,
+        deadline=planned.deadline,
+        expires_at=planned.expires,
+        schedule_version=version,
+        template=planned.template,
+        template_version=message.template_version,
+        language=message.language,
+        subject=message.subject,
+        body=message.body,
+        body_html=message.html,
+        safety_critical=planned.safety_critical,
+        is_correction=planned.is_correction,
+        # What the rule's instruction says now, to know on a reschedule whether it changed.
+        fingerprint=config.renderer.fingerprint(
+            rule.template, planned.channel, facts, planned.send_at
+        ),
+    )
+
+
+def _same(row: models.Reminder, new: models.Reminder) -> bool:
+    keys = ("rule", "channel", "send_at", "body", "subject", "is_correction", "template_version")
+    return all(getattr(row, k) == getattr(new, k) for k in keys)
+
+
+def _replan(
+    session: Session, config: Config, row: models.Enrolment, now: datetime
+) -> tuple[list[models.Reminder], list[str], list[str]]:
+    """Recompute every pending reminder; sent ones stay as history. Returns the new rows, the
+    warnings about timing, and the warnings about corrections."""
+    protocol = config.protocols[row.procedure]
+    enrolment = as_enrolment(row)
+    delivered: dict[tuple[str, str], models.Reminder] = {}
+    for reminder in sorted(row.reminders, key=lambda r: (r.sent_at or r.send_at, r.id or 0)):
+        if reminder.state in _DELIVERED_STATES:
+            delivered[(reminder.rule, reminder.channel)] = reminder  # the latest wins
+    schedule = compute_schedule(protocol, enrolment, now, config.window, delivered=delivered.keys())
+    changed = []
+    rule_ids = {rule.id for rule in protocol.rules}
+    for (rule_id, channel), sent in delivered.items():
+        if rule_id not in rule_ids or protocol.rule(rule_id).correction is None:
+            continue
+        new_fingerprint = config.renderer.fingerprint(
+            protocol.rule(rule_id).template, channel, schedule.facts, now
+        )
+        if sent.fingerprint is not None and new_fingerprint != sent.fingerprint:
+            changed.append((rule_id, channel))
+    corrections = plan_corrections(protocol, schedule.facts, changed, now, config.window)
+
+    version = row.schedule_version
+    wanted = [
+        _reminder_row(config, schedule, planned, version)
+        for planned in [*schedule.reminders, *corrections.reminders]
+    ]
+    added: list[models.Reminder] = []
+    kept: set[int] = set()
+    for new in wanted:
+        twin = next(
+            (r for r in row.reminders if r.pending and id(r) not in kept and _same(r, new)), None
+        )
+        if twin is not None:
+            kept.add(id(twin))
+            twin.schedule_version = version
+        else:
+            added.append(new)
+    for reminder in row.reminders:
+        if reminder.pending and id(reminder) not in kept:
+            reminder.move_to("cancelled", reason="superseded")
+    row.reminders.extend(added)
+    session.flush()
+    return added, schedule.warnings, corrections.warnings
+
+
+def enrol(
+    session: Session, config: Config, enrolment: Enrolment, *, now: datetime, actor: str
+) -> EnrolResult:
+    """Enrol a patient, or update the enrolment with the same booking reference."""
+    protocol = config.protocols[enrolment.procedure]
+    ref = enrolment.booking_ref or new_booking_ref(now)
+    enrolment = enrolment.with_changes(booking_ref=ref)
+    row = session.scalar(
+        select(models.Enrolment).where(models.Enrolment.booking_ref == ref).with_for_update()
+    )
+    starts_at = compute_schedule(protocol, enrolment, now, config.window).facts.starts_at
+    if row is None:
+        row = models.Enrolment(
+            booking_ref=ref,
+            patient=models.Patient(name=enrolment.name),
+            enrolled_at=now,
+            status=models.ENROLMENT_ACTIVE,
+            schedule_version=1,
+        )
+        _store_fields(row, enrolment, starts_at)
+        session.add(row)
+        session.flush()
+        added, warnings, _ = _replan(session, config, row, now)
+        _attention(session, row, "late-enrolment", warnings, now)
+        _audit(session, actor, "enrol", row, now, booking_ref=ref, procedure=row.procedure)
+        return EnrolResult(row, created=True, warnings=warnings, reminders=added)
+
+    if row.status != models.ENROLMENT_ACTIVE:
+        raise EnrolmentClosed(
+            f"booking_ref: {ref} belongs to a {row.status} enrolment; use a new booking reference"
+        )
+    before = as_enrolment(row)
+    after = enrolment.with_changes(enrolled_at=row.enrolled_at)
+    if all(getattr(before, f) == getattr(after, f) for f in _SCHEDULE_FIELDS):
+        return EnrolResult(row, created=False)
+    moved = before.date != after.date or before.time != after.time
+    return _reschedule(session, config, row, after, now=now, actor=actor, moved=moved)
+
+
+def _reschedule(
+    session: Session,
+    config: Config,
+    row: models.Enrolment,
+    enrolment: Enrolment,
+    *,
+    now: datetime,
+    actor: str,
+    moved: bool,
+) -> EnrolResult:
+    protocol = config.protocols[enrolment.procedure]
+    starts_at = compute_schedule(protocol, enrolment, now, config.window).facts.starts_at
+    previous = {"date": row.local_date, "time": row.local_time, "procedure": row.procedure}
+    _store_fields(row, enrolment, starts_at)
+    row.schedule_version += 1
+    added, warnings, correction_warnings = _replan(session, config, row, now)
+    _attention(session, row, "late-enrolment", warnings, now)
+    _attention(session, row, "correction", correction_warnings, now)
+    action = "reschedule" if moved else "update"
+    _audit(session, actor, action, row, now, previous=previous, version=row.schedule_version)
+    return EnrolResult(
+        row,
+        created=False,
+        rescheduled=moved,
+        warnings=[*warnings, *correction_warnings],
+        reminders=added,
+    )
+
+
+def reschedule(
+    session: Session,
+    config: Config,
+    row: models.Enrolment,
+    *,
+    date: object,
+    time: object,
+    now: datetime,
+    actor: str,
+) -> EnrolResult:
+    """Move the procedure; every pending reminder follows, and corrections go where needed."""
+    if row.status != models.ENROLMENT_ACTIVE:
+        raise EnrolmentClosed(f"enrolment {row.booking_ref} is {row.status}; it cannot be moved")
+    enrolment = as_enrolment(row).with_changes(date=date, time=time)
+    return _reschedule(session, config, row, enrolment, now=now, actor=actor, moved=True)
+
+
+def _close(
+    session: Session, row: models.Enrolment, status: str, now: datetime, actor: str, *,
+    phases: tuple[str, ...], protocol_rules: Mapping[str, str], reason: str,
+) -> None:  # fmt: skip
+    if row.status != models.ENROLMENT_ACTIVE:
+        raise EnrolmentClosed(f"enrolment {row.booking_ref} is already {row.status}")
+    for reminder in row.reminders:
+        if reminder.pending and protocol_rules.get(reminder.rule, "before") in phases:
+            reminder.move_to("cancelled", reason=reason)
+    row.status = status
+    row.ended_at = now
+    _audit(session, actor, status.removesuffix("led").removesuffix("d"), row, now)
+    session.flush()
+
+
+def cancel(
+    session: Session, config: Config, row: models.Enrolment, *, now: datetime, actor: str
+) -> None:
+    """Cancel the procedure: nothing more is sent for it."""
+    rules = {rule.id: rule.phase for rule in config.protocols[row.procedure].rules}
+    _close(
+        session, row, models.ENROLMENT_CANCELLED, now, actor,
+        phases=("before", "after"), protocol_rules=rules, reason="enrolment cancelled",
+    )  # fmt: skip
+
+
+def complete(
+    session: Session, config: Config, row: models.Enrolment, *, now: datetime, actor: str
+) -> None:
+    """The procedure took place: reminders meant for before it stop, after-care goes on."""
+    rules = {rule.id: rule.phase for rule in config.protocols[row.procedure].rules}
+    _close(
+        session, row, models.ENROLMENT_COMPLETED, now, actor,
+        phases=("before",), protocol_rules=rules, reason="procedure done",
+    )  # fmt: skip

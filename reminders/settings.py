@@ -1,0 +1,121 @@
+"""Settings from the environment (and an optional `.env`), read in one place and strictly.
+
+A malformed value is refused with a message naming the variable, never guessed at: a typo in
+`REMINDERS_SENDING_WINDOW` must not quietly let messages out at night.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import time
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from dotenv import load_dotenv
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A setting or configuration file is wrong; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class SendingWindow:
+    """Local wall-clock hours in which messages may go out; `end` is inclusive.
+
+    `00:00-24:00` means "any time" and is represented by `start == time.min, end is None`.
+    """
+
+    start: time
+    end: time | None
+
+    @property
+    def always_open(self) -> bool:
+        return self.start == time.min and self.end is None
+
+    def __str__(self) -> str:
+        end = "24:00" if self.end is None else self.end.strftime("%H:%M")
+        return f"{self.start.strftime('%H:%M')}-{end}"
+
+
+_WINDOW = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
+
+
+def parse_sending_window(value: str, *, source: str = "REMINDERS_SENDING_WINDOW") -> SendingWindow:
+    match = _WINDOW.match(value.strip())
+    if not match:
+        raise ConfigError(f"{source}: expected HH:MM-HH:MM such as 08:00-20:00, got {value!r}")
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    if h1 > 23 or m1 > 59 or m2 > 59 or h2 > 24 or (h2 == 24 and m2 != 0):
+        raise ConfigError(f"{source}: {value!r} is not a valid pair of clock times")
+    start = time(h1, m1)
+    end = None if h2 == 24 else time(h2, m2)
+    if end is not None and end <= start:
+        raise ConfigError(f"{source}: the window must end after it starts, got {value!r}")
+    return SendingWindow(start, end)
+
+
+def parse_timezone(value: str, *, source: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"{source}: unknown time zone {value!r}; use an IANA name such as Europe/London"
+        ) from None
+
+
+def parse_bool(value: str, *, source: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"true", "yes", "1", "on"}:
+        return True
+    if lowered in {"false", "no", "0", "off"}:
+        return False
+    raise ConfigError(f"{source}: expected true or false, got {value!r}")
+
+
+def parse_int(value: str, *, source: str, minimum: int = 0) -> int:
+    try:
+        number = int(value.strip())
+    except ValueError:
+        raise ConfigError(f"{source}: expected a whole number, got {value!r}") from None
+    if number < minimum:
+        raise ConfigError(f"{source}: must be at least {minimum}, got {number}")
+    return number
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    timezone: ZoneInfo
+    sending_window: SendingWindow | None  # None: take the unit file's window
+    config_dir: Path
+    templates_dir: Path
+    retention_days: int
+    log_level: str
+    secret_key: str | None
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        if environ is None:
+            load_dotenv(override=False)
+            environ = dict(os.environ)
+        env = environ
+        window = env.get("REMINDERS_SENDING_WINDOW")
+        return cls(
+            database_url=env.get("REMINDERS_DATABASE_URL")
+            or f"sqlite:///{Path('var').resolve() / 'reminders.db'}",
+            timezone=parse_timezone(
+                env.get("REMINDERS_TIMEZONE", "Europe/London"), source="REMINDERS_TIMEZONE"
+            ),
+            sending_window=parse_sending_window(window) if window else None,
+            config_dir=Path(env.get("REMINDERS_CONFIG_DIR") or PROJECT_ROOT / "config"),
+            templates_dir=Path(env.get("REMINDERS_TEMPLATES_DIR") or PROJECT_ROOT / "templates"),
+            retention_days=parse_int(
+                env.get("REMINDERS_RETENTION_DAYS", "90"), source="REMINDERS_RETENTION_DAYS"
+            ),
+            log_level=env.get("REMINDERS_LOG_LEVEL", "INFO").upper(),
+            secret_key=env.get("REMINDERS_SECRET_KEY"),
+        )

@@ -1,0 +1,165 @@
+"""Shared fixtures. Database tests run on SQLite and PostgreSQL alike, because production runs
+on PostgreSQL and development on SQLite, and their differences (time zones, locking, constraint
+checks) are exactly where reminder bugs hide.
+
+Any test that takes `session`, `db_engine` or `database_url` runs once per backend, against a
+database migrated to head and emptied after the test. PostgreSQL comes from
+`REMINDERS_TEST_POSTGRES_URL`; when it cannot be reached those runs are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
+
+from reminders.config import Config
+from reminders.db import make_engine, make_sessionmaker
+from reminders.migrate import upgrade
+from reminders.models import Base
+from reminders.settings import Settings
+
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+BACKENDS = ("sqlite", "postgresql")
+
+
+def url_text(url: URL) -> str:
+    # str(url) masks the password, which would then be used as the password.
+    return url.render_as_string(hide_password=False)
+
+
+class PostgresServer:
+    """Creates throwaway databases on the test server and drops them at the end of the run."""
+
+    def __init__(self, admin: Engine) -> None:
+        self.admin = admin
+        self.created: list[str] = []
+
+    def create_database(self) -> str:
+        name = f"reminders_test_{os.getpid()}_{secrets.token_hex(4)}"
+        with self.admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        self.created.append(name)
+        return url_text(self.admin.url.set(database=name))
+
+    def drop_database(self, url: str) -> None:
+        name = make_url(url).database
+        assert name in self.created, f"{name} was not created by these tests"
+        # FORCE: a test that failed half-way may still hold a connection open.
+        with self.admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        self.created.remove(name)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(request: pytest.FixtureRequest) -> Iterator[PostgresServer]:
+    url = make_url(os.environ.get("REMINDERS_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL))
+    admin = create_engine(
+        url,
+        isolation_level="AUTOCOMMIT",  # CREATE DATABASE refuses to run inside a transaction
+        poolclass=NullPool,
+        connect_args={"connect_timeout": 3},
+    )
+    try:
+        with admin.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except OperationalError as error:
+        admin.dispose()
+        reason = str(error.orig or error).strip().splitlines()[0]
+        message = f"PostgreSQL not reachable at {url.render_as_string()}: {reason}"
+        if os.environ.get("CI") == "true":
+            _shout(request, f"SKIPPING POSTGRESQL TESTS: {message}")
+        pytest.skip(message)
+    server = PostgresServer(admin)
+    yield server
+    for name in list(server.created):
+        server.drop_database(url_text(url.set(database=name)))
+    admin.dispose()
+
+
+def _shout(request: pytest.FixtureRequest, line: str) -> None:
+    """Print past pytest's output capture, so a CI log shows the skip as it happens."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    reporter = request.config.pluginmanager.getplugin("terminalreporter")
+    if capture is None or reporter is None:
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line(line, yellow=True, bold=True)
+
+
+@pytest.fixture(scope="session")
+def _postgresql_engine(postgres_server: PostgresServer) -> Iterator[Engine]:
+    url = postgres_server.create_database()
+    upgrade(url)
+    engine = make_engine(url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def _sqlite_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'reminders.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    yield engine
+    engine.dispose()
+
+
+def delete_all_rows(engine: Engine) -> None:
+    tables = Base.metadata.sorted_tables
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Fail rather than hang if a test left a transaction open on a table.
+            connection.execute(text("SET LOCAL lock_timeout = '10s'"))
+            names = ", ".join(connection.dialect.identifier_preparer.quote(t.name) for t in tables)
+            connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        else:
+            for table in reversed(tables):
+                connection.execute(table.delete())
+
+
+@pytest.fixture(params=BACKENDS)
+def db_engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """An engine on a migrated database of each backend, emptied after the test."""
+    engine: Engine = request.getfixturevalue(f"_{request.param}_engine")
+    yield engine
+    delete_all_rows(engine)
+
+
+@pytest.fixture
+def database_url(db_engine: Engine) -> str:
+    """The URL of that database, for code under test that builds its own engine."""
+    return url_text(db_engine.url)
+
+
+@pytest.fixture
+def session(db_engine: Engine) -> Iterator[Session]:
+    with make_sessionmaker(db_engine)() as session:
+        yield session
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database of each backend with no schema at all, for migration tests."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    url = server.create_database()
+    yield url
+    server.drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def config() -> Config:
+    """The shipped configuration (config/ and templates/ of this repository), read with no
+    environment, so a developer's own .env or REMINDERS_* variables cannot change a test."""
+    return Config.load(Settings.from_env({}))

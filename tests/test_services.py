@@ -1,0 +1,197 @@
+"""Enrolment lifecycle on a real database (SQLite and PostgreSQL): enrol, update by booking
+reference, reschedule with corrections, cancel, complete."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time
+
+import pytest
+from factories import make_enrolment, utc
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from reminders import models, services
+from reminders.config import Config
+
+ENROLLED = utc(2026, 11, 20, 10, 0)
+
+
+def warfarin_patient(**changes: object) -> object:
+    fields: dict[str, object] = dict(
+        procedure="sacroplasty",
+        arrival=time(8, 30),
+        anticoagulant="warfarin",
+        hold_days=5,
+        restart_days=0,
+        booking_ref="BK-1001",
+    )
+    fields.update(changes)
+    return make_enrolment(**fields)  # type: ignore[arg-type]
+
+
+def rows(session: Session, enrolment: models.Enrolment, *states: str) -> list[models.Reminder]:
+    session.refresh(enrolment)
+    return [r for r in enrolment.reminders if not states or r.state in states]
+
+
+def mark_sent(reminder: models.Reminder, at: datetime) -> None:
+    for state in ("queued", "sending", "sent"):
+        reminder.move_to(state)
+    reminder.sent_at = at
+
+
+def test_enrol_stores_every_reminder_rendered_and_scheduled(
+    session: Session, config: Config
+) -> None:
+    result = services.enrol(session, config, warfarin_patient(), now=ENROLLED, actor="alice")
+    session.commit()
+
+    assert result.created and result.warnings == []
+    stored = rows(session, result.enrolment)
+    assert len(stored) == 18  # nine rules, SMS and email
+    assert {r.state for r in stored} == {"scheduled"}
+    stop = next(r for r in stored if r.rule == "anticoagulant-stop" and r.channel == "sms")
+    assert stop.send_at == utc(2026, 12, 4, 18, 0)
+    assert "Friday 4 December, is the last day to take warfarin" in stop.body
+    assert stop.safety_critical and stop.template_version and stop.fingerprint
+    email = next(r for r in stored if r.rule == "fasting" and r.channel == "email")
+    assert email.subject and email.body_html and "2:30am" in email.body
+    patient = result.enrolment.patient
+    assert (patient.name, patient.phone) == ("Siân Jones", "+447911100001")
+    audit = session.scalars(select(models.AuditEntry)).all()
+    assert [(a.actor, a.action) for a in audit] == [("alice", "enrol")]
+
+
+def test_the_same_booking_reference_updates_and_never_duplicates(
+    session: Session, config: Config
+) -> None:
+    first = services.enrol(session, config, warfarin_patient(), now=ENROLLED, actor="alice")
+    again = services.enrol(session, config, warfarin_patient(), now=ENROLLED, actor="alice")
+    session.commit()
+    assert again.enrolment.id == first.enrolment.id
+    assert not again.created and again.reminders == []
+    assert session.scalar(select(func.count()).select_from(models.Enrolment)) == 1
+    assert session.scalar(select(func.count()).select_from(models.Reminder)) == 18
+
+
+def test_reschedule_moves_every_pending_reminder(session: Session, config: Config) -> None:
+    first = services.enrol(session, config, warfarin_patient(), now=ENROLLED, actor="alice")
+    later = utc(2026, 11, 21, 9, 0)
+    moved = services.enrol(
+        session, config, warfarin_patient(on=date(2026, 12, 17)), now=later, actor="bob"
+    )
+    session.commit()
+    assert moved.enrolment.id == first.enrolment.id and moved.rescheduled
+    assert moved.enrolment.schedule_version == 2
+    pending = rows(session, moved.enrolment, "scheduled")
+    stop = next(r for r in pending if r.rule == "anticoagulant-stop" and r.channel == "sms")
+    assert stop.send_at == utc(2026, 12, 11, 18, 0)  # a week later, like the procedure
+    assert {r.schedule_version for r in pending} == {2}
+    cancelled = rows(session, moved.enrolment, "cancelled")
+    assert cancelled and {r.cancel_reason for r in cancelled} == {"superseded"}
+    assert "Thursday 17 December" in next(r for r in pending if r.rule == "day-before").body
+    actions = session.scalars(select(models.AuditEntry.action)).all()
+    assert actions == ["enrol", "reschedule"]
+
+
+def test_a_reschedule_that_changes_a_sent_stop_date_sends_a_correction_and_tells_staff(
+    session: Session, config: Config
+) -> None:
+    result = services.enrol(session, config, warfarin_patient(), now=ENROLLED, actor="alice")
+    for reminder in rows(session, result.enrolment):
+        if reminder.rule in ("booking-confirmation", "anticoagulant-plan"):
+            mark_sent(reminder, ENROLLED)
+    session.commit()
+
+    # Moved a week later: the last dose is now Friday 11 December, not Friday 4 December.
+    now = utc(2026, 11, 23, 9, 0)
+    moved = services.enrol(
+        session, config, warfarin_patient(on=date(2026, 12, 17)), now=now, actor="bob"
+    )
+    session.commit()
+
+    corrections = [r for r in rows(session, moved.enrolment, "scheduled") if r.is_correction]
+    assert {(r.rule, r.channel) for r in corrections} == {
+        ("anticoagulant-plan", "sms"),
+        ("anticoagulant-plan", "email"),
+    }
+    sms = next(r for r in corrections if r.channel == "sms")
+    assert sms.send_at == now
+    assert "Friday 11 December" in sms.body
+    assert "4 December" not in sms.body
+    items = session.scalars(select(models.AttentionItem)).all()
+    assert [i.kind for i in items] == ["correction"]
+    assert "a correction is being sent" in items[0].message
+    assert items[0].needs_call
+    # The sent messages stay as history, untouched.
+    sent = rows(session, moved.enrolment, "sent")
+    assert len(sent) == 4 and {r.schedule_version for r in sent} == {1}
+
+
+def test_a_change_that_leaves_a_sent_instruction_alone_needs_no_correction(
+    session: Session, config: Config
+) -> None:
+    result = services.enrol(session, config, warfarin_patient(), now=ENROLLED, actor="alice")
+    for reminder in rows(session, result.enrolment):
+        if reminder.rule == "anticoagulant-plan":
+            mark_sent(reminder, ENROLLED)
+    session.commit()
+    # Same day, an hour later: the blood-thinner dates do not change.
+    moved = services.enrol(
+        session, config, warfarin_patient(at=time(10, 30), arrival=time(9, 30)),
+        now=utc(2026, 11, 23, 9), actor="bob",
+    )  # fmt: skip
+    session.commit()
+    assert moved.rescheduled
+    assert not [r for r in rows(session, moved.enrolment) if r.is_correction]
+    assert session.scalars(select(models.AttentionItem)).all() == []
+
+
+def test_an_identical_pending_reminder_is_kept_not_replaced(
+    session: Session, config: Config
+) -> None:
+    result = services.enrol(session, config, warfarin_patient(), now=ENROLLED, actor="alice")
+    stop_id = next(r.id for r in rows(session, result.enrolment) if r.rule == "anticoagulant-stop")
+    # Only the email address changes: the SMS reminders are the same and stay as they are.
+    services.enrol(
+        session, config, warfarin_patient(email="s.jones@example.org"), now=ENROLLED, actor="bob"
+    )
+    session.commit()
+    stop = session.get(models.Reminder, stop_id)
+    assert stop is not None and stop.state == "scheduled" and stop.schedule_version == 2
+
+
+def test_a_late_plan_is_put_in_front_of_staff(session: Session, config: Config) -> None:
+    result = services.enrol(
+        session, config, warfarin_patient(), now=utc(2026, 12, 8, 9), actor="alice"
+    )
+    session.commit()
+    assert len(result.warnings) == 1
+    (item,) = session.scalars(select(models.AttentionItem)).all()
+    assert item.kind == "late-enrolment" and item.needs_call
+    assert "can no longer be honoured" in item.message
+    assert not [r for r in rows(session, result.enrolment) if r.rule.startswith("anticoag")]
+
+
+def test_cancel_stops_everything_and_the_reference_cannot_be_reused(
+    session: Session, config: Config
+) -> None:
+    result = services.enrol(session, config, warfarin_patient(), now=ENROLLED, actor="alice")
+    services.cancel(session, config, result.enrolment, now=ENROLLED, actor="alice")
+    session.commit()
+    assert result.enrolment.status == "cancelled" and result.enrolment.ended_at == ENROLLED
+    assert {r.state for r in rows(session, result.enrolment)} == {"cancelled"}
+    with pytest.raises(services.EnrolmentClosed, match="cancelled enrolment"):
+        services.enrol(session, config, warfarin_patient(), now=ENROLLED, actor="alice")
+
+
+def test_complete_keeps_after_care_and_drops_what_was_for_before(
+    session: Session, config: Config
+) -> None:
+    enrolment = warfarin_patient(anticoagulant=None, hold_days=None, restart_days=None)
+    result = services.enrol(session, config, enrolment, now=ENROLLED, actor="alice")
+    services.complete(session, config, result.enrolment, now=utc(2026, 12, 10, 8), actor="bob")
+    session.commit()
+    pending = {r.rule for r in rows(session, result.enrolment, "scheduled")}
+    assert pending == {"after-care", "pain-advice"}
+    assert result.enrolment.status == "completed"
