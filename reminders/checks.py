@@ -59,6 +59,7 @@ def check(config: Config) -> list[str]:
     """Every problem found, one line each; an empty list means all is well."""
     renderer = config.renderer
     problems: set[str] = set()
+    rendered: set[tuple[object, ...]] = set()
     languages = renderer.languages()
     if DEFAULT_LANGUAGE not in languages:
         return [f"{renderer.templates_dir}: no {DEFAULT_LANGUAGE} templates"]
@@ -79,10 +80,19 @@ def check(config: Config) -> list[str]:
                         continue  # falls back to en-GB, checked there
                     context = template_context(facts, timing.send_at, config.unit)
                     for gp_open in (True, False):
+                        context["gp_open"] = gp_open
                         try:
-                            renderer.render_with(
-                                template, channel, facts, {**context, "gp_open": gp_open}
-                            )
+                            # Many samples differ only in values this template never shows:
+                            # render each distinct combination of the values it does show once.
+                            resolved = renderer.resolve(template, channel, language)
+                            shown = renderer.variables(template, channel, resolved)
+                            key = (template, channel, language, *(
+                                (name, str(context.get(name, "-"))) for name in sorted(shown)
+                            ))  # fmt: skip
+                            if key in rendered:
+                                continue
+                            rendered.add(key)
+                            renderer.render_with(template, channel, facts, context)
                         except RenderError as exc:
                             problems.add(
                                 f"{protocol.procedure}.yaml: rule '{rule.id}' ({channel}, "

@@ -18,19 +18,23 @@ _MONTHS = (
 )  # fmt: skip
 
 
-def localize(day: date, clock: time, zone: ZoneInfo) -> datetime:
+def localize(day: date, clock: time, zone: ZoneInfo, *, fold: int = 0) -> datetime:
     """The instant at which `zone`'s wall clock shows `clock` on `day`.
 
     Deliberate choices at clock changes: a wall time that does not exist (01:30 on the night the
     clocks go forward) is moved forward by the gap (02:30), because a reminder a little late is
     better than one an hour early at night; a wall time that happens twice (01:30 on the night
-    they go back) means the first of the two, so nothing slips past a deadline.
+    they go back) means the first of the two (unless `fold=1` asks for the second), so nothing
+    slips past a deadline.
     """
     naive = datetime.combine(day, clock)
-    aware = naive.replace(tzinfo=zone, fold=0)
     # fold=0 on a non-existent time uses the offset from before the change; going through UTC
     # then shows the wall time moved forward by the gap, which is the choice above.
-    return aware.astimezone(UTC).astimezone(zone)
+    first = naive.replace(tzinfo=zone, fold=0).astimezone(UTC).astimezone(zone)
+    if first.replace(tzinfo=None) != naive:
+        return first
+    # `fold` lets a wall time copied from a known instant keep which of two it was.
+    return naive.replace(tzinfo=zone, fold=fold).astimezone(UTC).astimezone(zone)
 
 
 def as_local(instant: datetime, zone: ZoneInfo) -> datetime:

@@ -30,9 +30,9 @@ DEFAULT_LANGUAGE = "en-GB"
 SMS_PART = "sms.txt"
 EMAIL_PARTS = ("subject.txt", "email.txt", "email.html")
 PARTS = {"sms": (SMS_PART,), "email": EMAIL_PARTS}
-# Values that change with the moment of sending, not with the instruction itself: a correction
-# is owed when anything else a template shows has changed.
-_VOLATILE = frozenset({"send_day", "gp_open", "unit"})
+# Values that are not the instruction itself (the moment of sending, how the patient is
+# addressed): a correction is owed when anything else a template shows has changed.
+_VOLATILE = frozenset({"send_day", "gp_open", "unit", "name", "first_name"})
 _SUBDIVISIONS = {"england-and-wales": "ENG", "scotland": "SCT", "northern-ireland": "NIR"}
 
 
@@ -123,6 +123,7 @@ class Renderer:
             lstrip_blocks=True,
         )
         self._sources: dict[str, str | None] = {}
+        self._variables: dict[str, frozenset[str]] = {}
 
     # --- finding templates -------------------------------------------------------------------
 
@@ -229,9 +230,17 @@ class Renderer:
         opening hours aside). Two messages with the same fingerprint tell the patient the same."""
         language = self.resolve(template, channel, facts.enrolment.language)
         context = template_context(facts, send_at, self.unit)
-        used: set[str] = set()
-        for part in PARTS[channel]:
-            source = self._source(f"{language}/{template}/{part}") or ""
-            used |= meta.find_undeclared_variables(self.env.parse(source))
-        shown = {k: context[k] for k in sorted(used - _VOLATILE) if k in context}
+        used = self.variables(template, channel, language) - _VOLATILE
+        shown = {k: context[k] for k in sorted(used) if k in context}
         return json.dumps(shown, sort_keys=True, default=str)
+
+    def variables(self, template: str, channel: str, language: str) -> frozenset[str]:
+        """The context values this template's files for `channel` refer to."""
+        key = f"{language}/{template}/{channel}"
+        if key not in self._variables:
+            used: set[str] = set()
+            for part in PARTS[channel]:
+                source = self._source(f"{language}/{template}/{part}") or ""
+                used |= meta.find_undeclared_variables(self.env.parse(source))
+            self._variables[key] = frozenset(used)
+        return self._variables[key]

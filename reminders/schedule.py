@@ -56,7 +56,10 @@ class Facts:
             return anchor.astimezone(UTC) + moment.offset.elapsed
         local = anchor.astimezone(self.zone)
         day = local.date() + timedelta(days=moment.offset.days)
-        return localize(day, moment.at or local.time(), self.zone).astimezone(UTC)
+        if moment.at is not None:
+            return localize(day, moment.at, self.zone).astimezone(UTC)
+        # The anchor's own wall time: keep which of a repeated hour's two it was.
+        return localize(day, local.time(), self.zone, fold=local.fold).astimezone(UTC)
 
 
 def anticoagulant_status(enrolment: Enrolment) -> str:
@@ -165,6 +168,11 @@ def _place(
     if rule.phase == "after" and timing.send_at < facts.starts_at:
         return None, f"{rule.title}: not scheduled, as it would go before the procedure starts."
     at = _fit_window(timing.send_at, rule, timing, window, zone)
+    if at is not None and rule.phase == "after" and at < facts.starts_at:
+        # Moved earlier into the window, but after-care cannot go before the procedure.
+        at = next_opening(timing.send_at, window, zone)
+        if at >= timing.expires:
+            return None, f"{rule.title}: not scheduled, as no time in the sending window fits."
     if at is None:
         return None, None
     if at >= now and at < timing.expires:
@@ -203,6 +211,7 @@ def compute_schedule(
     """
     if now.tzinfo is None:
         raise ValueError("now must be an aware datetime")
+    now = now.astimezone(UTC)
     facts = facts_for(protocol, enrolment, enrolment.enrolled_at or now)
     schedule = Schedule(facts)
     conditions = facts.conditions
@@ -280,19 +289,29 @@ def plan_corrections(
     now: datetime,
     window: SendingWindow,
 ) -> Schedule:
-    """Corrections for (rule, channel) pairs whose already-sent instruction now reads differently.
+    """Corrections for (rule, channel) pairs whose already-sent instruction now reads differently
+    or no longer applies.
 
     A correction goes as soon as the window allows and is worth sending until the corrected
-    rule's new expiry; staff are told either way, as the patient may act on the old message.
+    rule's new expiry; staff are told either way, as the patient may act on the old message. An
+    instruction that no longer applies at all (a hold plan withdrawn) has nothing to correct it
+    with, so staff are asked to phone.
     """
+    now = now.astimezone(UTC)
     schedule = Schedule(facts)
+    sent: set[tuple[str, str]] = set()
     for rule_id, channel in changed:
         rule = protocol.rule(rule_id)
-        if rule.correction is None:
-            continue
-        timing = timing_for(rule, facts)
+        timing = timing_for(rule, facts) if matches(rule, facts.conditions) else None
         if timing is None:
+            schedule.warnings.append(
+                f"{rule.title}: the patient already has this instruction, but it no longer "
+                "applies. Please contact the patient to tell them."
+            )
             continue
+        if rule.correction is None or (rule.correction, channel) in sent:
+            continue  # rules that share a correction template send it once
+        sent.add((rule.correction, channel))
         at = next_opening(now, window, facts.zone)
         message = f"{rule.title}: the patient already has the old instruction; "
         if at < timing.expires:

@@ -20,7 +20,14 @@ from sqlalchemy.orm import Session
 from reminders import models
 from reminders.config import Config
 from reminders.enrolment import Enrolment
-from reminders.schedule import PlannedReminder, Schedule, compute_schedule, plan_corrections
+from reminders.schedule import (
+    PlannedReminder,
+    Schedule,
+    compute_schedule,
+    matches,
+    plan_corrections,
+    timing_for,
+)
 
 # Enrolment fields that, when changed, change what the patient receives.
 _SCHEDULE_FIELDS = (
@@ -165,9 +172,11 @@ def _replan(
     for (rule_id, channel), sent in delivered.items():
         if rule_id not in rule_ids or protocol.rule(rule_id).correction is None:
             continue
-        new_fingerprint = config.renderer.fingerprint(
-            protocol.rule(rule_id).template, channel, schedule.facts, now
-        )
+        rule = protocol.rule(rule_id)
+        if not matches(rule, schedule.facts.conditions) or timing_for(rule, schedule.facts) is None:
+            changed.append((rule_id, channel))  # withdrawn: plan_corrections asks staff to call
+            continue
+        new_fingerprint = config.renderer.fingerprint(rule.template, channel, schedule.facts, now)
         if sent.fingerprint is not None and new_fingerprint != sent.fingerprint:
             changed.append((rule_id, channel))
     corrections = plan_corrections(protocol, schedule.facts, changed, now, config.window)

@@ -13,7 +13,7 @@ from datetime import time
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from dotenv import load_dotenv
+from dotenv import find_dotenv, load_dotenv
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,7 +100,9 @@ class Settings:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         if environ is None:
-            load_dotenv(override=False)
+            # The .env of the directory the command runs in, as docker-compose reads it; real
+            # environment variables win over it.
+            load_dotenv(find_dotenv(usecwd=True), override=False)
             environ = dict(os.environ)
         env = environ
         window = env.get("REMINDERS_SENDING_WINDOW")

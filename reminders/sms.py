@@ -29,8 +29,8 @@ _REPLACEMENTS = {
 
 def _encodable(char: str) -> bool:
     try:
-        # The codec maps a few characters onto look-alikes (ç onto Ç); only a faithful
-        # round trip counts as GSM-7, so the patient reads what the template says.
+        # Only a faithful round trip counts as GSM-7: a codec that mapped a character onto a
+        # look-alike (some map ç onto Ç) would change what the patient reads.
         return char.encode(CODEC).decode(CODEC) == char
     except UnicodeError:
         return False
@@ -40,7 +40,8 @@ def to_gsm7(text: str) -> str:
     """`text` with every character in GSM-7: typography replaced, accents the alphabet lacks
     dropped (Siân -> Sian), and anything else that cannot be written as '?'."""
     out: list[str] = []
-    for char in text:
+    # Composed first: a name typed as "a" + combining circumflex is one letter to simplify.
+    for char in unicodedata.normalize("NFC", text):
         char = _REPLACEMENTS.get(char, char)
         if all(_encodable(c) for c in char):
             out.append(char)

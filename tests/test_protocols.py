@@ -238,7 +238,11 @@ def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
 
 
 def test_all_problems_in_a_directory_are_reported_together(tmp_path: Path) -> None:
-    write(tmp_path, MINIMAL.format(slug="one", extra="").replace("template: booking", "template: bookng"), "one")
+    write(
+        tmp_path,
+        MINIMAL.format(slug="one", extra="").replace("template: booking", "template: bookng"),
+        "one",
+    )
     write(tmp_path, MINIMAL.format(slug="two", extra="").replace("phase: before", ""), "two")
     with pytest.raises(ConfigError) as raised:
         load_protocols(tmp_path, templates=TEMPLATES)
@@ -251,7 +255,7 @@ def test_bad_unit_window_is_named(tmp_path: Path) -> None:
     text = (PROJECT_ROOT / "config" / "unit.yaml").read_text()
     path = tmp_path / "unit.yaml"
     path.write_text(text.replace('sending_window: "08:00-20:00"', 'sending_window: "8-20"'))
-    with pytest.raises(ConfigError, match="unit.yaml: field 'sending_window': expected HH:MM"):
+    with pytest.raises(ConfigError, match=r"unit\.yaml: field 'sending_window': expected HH:MM"):
         load_unit(path)
 
 

@@ -26,9 +26,7 @@ from reminders.schedule import Schedule, compute_schedule
 from reminders.settings import parse_sending_window
 
 
-def schedule_for(
-    enrolment: Enrolment, now: datetime, window: object = DEFAULT_WINDOW
-) -> Schedule:
+def schedule_for(enrolment: Enrolment, now: datetime, window: object = DEFAULT_WINDOW) -> Schedule:
     return compute_schedule(protocol(enrolment.procedure), enrolment, now, window)  # type: ignore[arg-type]
 
 

@@ -52,7 +52,7 @@ def test_enrol_stores_every_reminder_rendered_and_scheduled(
     assert {r.state for r in stored} == {"scheduled"}
     stop = next(r for r in stored if r.rule == "anticoagulant-stop" and r.channel == "sms")
     assert stop.send_at == utc(2026, 12, 4, 18, 0)
-    assert "Friday 4 December, is the last day to take warfarin" in stop.body
+    assert "(Friday 4 December) is the last day to take warfarin" in stop.body
     assert stop.safety_critical and stop.template_version and stop.fingerprint
     email = next(r for r in stored if r.rule == "fasting" and r.channel == "email")
     assert email.subject and email.body_html and "2:30am" in email.body
