@@ -59,7 +59,9 @@ PENDING_STATES = ("scheduled", "queued")
 TRANSITIONS: dict[str, frozenset[str]] = {
     "scheduled": frozenset({"queued", "cancelled", "skipped"}),
     "queued": frozenset({"sending", "scheduled", "cancelled", "skipped"}),
-    "sending": frozenset({"sent", "failed", "scheduled"}),
+    # A send re-checks the enrolment, the opt-outs and the expiry once it holds the row, and
+    # may then cancel or skip it rather than send.
+    "sending": frozenset({"sent", "failed", "scheduled", "cancelled", "skipped"}),
     "sent": frozenset(),
     "failed": frozenset(),
     "cancelled": frozenset(),
@@ -239,6 +241,12 @@ class Reminder(Timestamped, Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     sent_at: Mapped[datetime | None] = mapped_column()
+    # When the dispatcher queued it and when the current attempt began: the sweepers recover a
+    # row that has sat in either state too long (a lost task, a killed worker).
+    queued_at: Mapped[datetime | None] = mapped_column()
+    sending_at: Mapped[datetime | None] = mapped_column()
+    transport: Mapped[str | None] = mapped_column(String(16))  # twilio, smtp or outbox
+    destination: Mapped[str | None] = mapped_column(String(320))  # where it was sent
 
     enrolment: Mapped[Enrolment] = relationship(back_populates="reminders")
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import time
 from pathlib import Path
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import find_dotenv, load_dotenv
@@ -87,6 +89,78 @@ def parse_int(value: str, *, source: str, minimum: int = 0) -> int:
 
 
 @dataclass(frozen=True)
+class TwilioSettings:
+    account_sid: str
+    auth_token: str = field(repr=False)
+    messaging_service_sid: str | None
+    from_number: str | None
+    base_url: str
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int
+    username: str | None
+    password: str | None = field(repr=False)
+    starttls: bool
+    mail_from: str
+
+
+def parse_base_url(value: str, *, source: str) -> str:
+    parsed = urlsplit(value)
+    if (
+        parsed.scheme not in ("http", "https")
+        or not parsed.hostname
+        or parsed.path not in ("", "/")
+    ):
+        raise ConfigError(
+            f"{source}: expected scheme, host and optional port only, such as "
+            f"https://api.twilio.com, got {value!r}"
+        )
+    return value.rstrip("/")
+
+
+def _twilio(env: Mapping[str, str]) -> TwilioSettings | None:
+    sid, token = env.get("TWILIO_ACCOUNT_SID"), env.get("TWILIO_AUTH_TOKEN")
+    service, sender = env.get("TWILIO_MESSAGING_SERVICE_SID"), env.get("TWILIO_FROM")
+    if not any((sid, token, service, sender)):
+        return None
+    if not (sid and token and (service or sender)):
+        raise ConfigError(
+            "TWILIO_*: set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and one of "
+            "TWILIO_MESSAGING_SERVICE_SID or TWILIO_FROM, or none of them to record SMS only"
+        )
+    return TwilioSettings(
+        account_sid=sid,
+        auth_token=token,
+        # The Messaging Service wins when both are set (PRODUCT.md, Contracts).
+        messaging_service_sid=service or None,
+        from_number=None if service else sender,
+        base_url=parse_base_url(
+            env.get("TWILIO_BASE_URL", "https://api.twilio.com"), source="TWILIO_BASE_URL"
+        ),
+    )
+
+
+def _smtp(env: Mapping[str, str]) -> SmtpSettings | None:
+    host = env.get("SMTP_HOST")
+    if not host:
+        return None
+    mail_from = env.get("MAIL_FROM")
+    if not mail_from:
+        raise ConfigError("MAIL_FROM: required with SMTP_HOST, the address emails come from")
+    return SmtpSettings(
+        host=host,
+        port=parse_int(env.get("SMTP_PORT", "587"), source="SMTP_PORT", minimum=1),
+        username=env.get("SMTP_USERNAME") or None,
+        password=env.get("SMTP_PASSWORD") or None,
+        starttls=parse_bool(env.get("SMTP_STARTTLS", "true"), source="SMTP_STARTTLS"),
+        mail_from=mail_from,
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str
     timezone: ZoneInfo
@@ -96,9 +170,13 @@ class Settings:
     retention_days: int
     log_level: str
     secret_key: str | None
+    broker_url: str | None
+    public_url: str | None
+    twilio: TwilioSettings | None
+    smtp: SmtpSettings | None
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         if environ is None:
             # The .env of the directory the command runs in, as docker-compose reads it; real
             # environment variables win over it.
@@ -106,6 +184,7 @@ class Settings:
             environ = dict(os.environ)
         env = environ
         window = env.get("REMINDERS_SENDING_WINDOW")
+        public = env.get("REMINDERS_PUBLIC_URL")
         return cls(
             database_url=env.get("REMINDERS_DATABASE_URL")
             or f"sqlite:///{Path('var').resolve() / 'reminders.db'}",
@@ -120,4 +199,8 @@ class Settings:
             ),
             log_level=env.get("REMINDERS_LOG_LEVEL", "INFO").upper(),
             secret_key=env.get("REMINDERS_SECRET_KEY"),
+            broker_url=env.get("REMINDERS_BROKER_URL") or None,
+            public_url=parse_base_url(public, source="REMINDERS_PUBLIC_URL") if public else None,
+            twilio=_twilio(env),
+            smtp=_smtp(env),
         )

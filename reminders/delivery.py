@@ -1,0 +1,345 @@
+"""Delivery use cases: claim due reminders, send them once, recover from lost work.
+
+The database is the source of truth and Redis only carries ids of work due now. The guarantees:
+- a row is claimed (`scheduled` -> `queued`) by one conditional UPDATE, so two dispatchers never
+  both take it;
+- a send first moves the row to `sending` in a committed transaction, so a task delivered twice
+  finds nothing to do;
+- an attempt whose outcome is unknown stays `sending` until the provider has been asked;
+- the sweeper puts back rows stuck in `queued` (a lost task) and reconciles rows stuck in
+  `sending` (a killed worker) within `STUCK_AFTER`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from reminders import ics, models
+from reminders.config import Config
+from reminders.db import session_scope
+from reminders.settings import Settings
+from reminders.transports import (
+    AmbiguousError,
+    Attachment,
+    DeliveryError,
+    OutgoingMessage,
+    Sent,
+    Transport,
+)
+from reminders.transports.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+STUCK_AFTER = timedelta(seconds=60)  # well past a provider's timeout; the sweeper runs often
+CLAIM_LIMIT = 500
+MAX_ATTEMPTS = 8
+RETRY_BASE = timedelta(seconds=15)
+RETRY_CAP = timedelta(minutes=10)
+R = models.Reminder
+
+
+@dataclass(frozen=True)
+class Transports:
+    sms: Transport
+    email: Transport
+
+    def for_channel(self, channel: str) -> Transport:
+        return self.sms if channel == "sms" else self.email
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Transports:
+        """Real providers where credentials are set; the outbox for a channel without."""
+        from reminders.transports.smtp_email import SmtpEmail
+        from reminders.transports.twilio_sms import TwilioSms
+
+        callback = f"{settings.public_url}/webhooks/twilio/status" if settings.public_url else None
+        sms: Transport = (
+            TwilioSms(settings.twilio, status_callback=callback) if settings.twilio else Outbox()
+        )
+        email: Transport = SmtpEmail(settings.smtp) if settings.smtp else Outbox()
+        return cls(sms=sms, email=email)
+
+
+def claim_due(session: Session, now: datetime, limit: int = CLAIM_LIMIT) -> list[int]:
+    """Move up to `limit` due reminders from `scheduled` to `queued` and return their ids.
+
+    One statement: on PostgreSQL the inner SELECT skips rows another dispatcher has locked
+    (FOR UPDATE SKIP LOCKED), so two dispatchers share the work instead of queueing behind each
+    other; SQLite runs one writer at a time, and the outer `state = 'scheduled'` makes a row
+    claimable exactly once on both.
+    """
+    due = (
+        select(R.id)
+        .where(R.state == "scheduled", R.send_at <= now)
+        .order_by(R.send_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    claimed = session.scalars(
+        update(R)
+        .where(R.id.in_(due.scalar_subquery()), R.state == "scheduled")
+        .values(state="queued", queued_at=now)
+        .returning(R.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return sorted(claimed)
+
+
+def begin_attempts(session: Session, ids: Sequence[int], now: datetime) -> list[int]:
+    """Take `queued` rows into `sending`; a row already taken (a task delivered twice, a second
+    dispatcher's copy) is not returned, and so is not sent again."""
+    if not ids:
+        return []
+    return sorted(
+        session.scalars(
+            update(R)
+            .where(R.id.in_(ids), R.state == "queued")
+            .values(state="sending", sending_at=now, attempts=R.attempts + 1)
+            .returning(R.id)
+            .execution_options(synchronize_session=False)
+        ).all()
+    )
+
+
+def _load(session: Session, ids: Iterable[int]) -> list[models.Reminder]:
+    return list(
+        session.scalars(
+            select(R)
+            .where(R.id.in_(list(ids)))
+            .options(selectinload(R.enrolment).selectinload(models.Enrolment.patient))
+            .order_by(R.id)
+        )
+    )
+
+
+def _opted_out(session: Session, reminders: Sequence[models.Reminder]) -> set[tuple[str, str]]:
+    wanted = {(r.channel, _destination(r)) for r in reminders}
+    destinations = [d for _, d in wanted if d]
+    if not destinations:
+        return set()
+    rows = session.execute(
+        select(models.OptOut.channel, models.OptOut.destination).where(
+            models.OptOut.destination.in_(destinations)
+        )
+    )
+    return {(channel, destination) for channel, destination in rows.tuples()} & wanted
+
+
+def _destination(reminder: models.Reminder) -> str | None:
+    patient = reminder.enrolment.patient
+    return patient.phone if reminder.channel == "sms" else patient.email
+
+
+def why_not_send(
+    reminder: models.Reminder, now: datetime, opted_out: bool
+) -> tuple[str, str] | None:
+    """(state, reason) when a reminder must not go after all, checked once it is held."""
+    enrolment = reminder.enrolment
+    if enrolment.status == models.ENROLMENT_CANCELLED:
+        return "cancelled", "enrolment cancelled"
+    if reminder.schedule_version != enrolment.schedule_version:
+        return "cancelled", "superseded"
+    if now >= reminder.expires_at:
+        return "skipped", "too late to be useful"
+    if _destination(reminder) is None:
+        return "skipped", f"no {'mobile number' if reminder.channel == 'sms' else 'email'}"
+    if opted_out:
+        return "skipped", "opted out"
+    return None
+
+
+def outgoing(reminder: models.Reminder, config: Config, now: datetime) -> OutgoingMessage:
+    destination = _destination(reminder) or ""
+    if reminder.channel == "sms":
+        return OutgoingMessage(reminder.id, "sms", destination, reminder.body)
+    enrolment = reminder.enrolment
+    attachments: tuple[Attachment, ...] = ()
+    if reminder.send_at < enrolment.starts_at:
+        calendar = ics.appointment(
+            enrolment_id=enrolment.id,
+            version=enrolment.schedule_version,
+            starts_at=enrolment.starts_at,
+            unit=config.unit,
+            now=now,
+        )
+        attachments = (Attachment("appointment.ics", "text/calendar", calendar),)
+    unsubscribe = config.unit.email or (
+        config.settings.smtp.mail_from if config.settings.smtp else ""
+    )
+    return OutgoingMessage(
+        reminder.id,
+        "email",
+        destination,
+        reminder.body,
+        subject=reminder.subject,
+        html=reminder.body_html,
+        attachments=attachments,
+        headers={"List-Unsubscribe": f"<mailto:{unsubscribe}?subject=unsubscribe>"},
+    )
+
+
+def retry_delay(attempts: int, retry_after: float | None) -> timedelta:
+    delay: timedelta = min(RETRY_BASE * 2 ** max(attempts - 1, 0), RETRY_CAP)
+    if retry_after:
+        delay = max(delay, timedelta(seconds=retry_after))
+    return delay
+
+
+def _attention(session: Session, reminder: models.Reminder, kind: str, message: str) -> None:
+    session.add(
+        models.AttentionItem(
+            enrolment_id=reminder.enrolment_id,
+            reminder_id=reminder.id,
+            kind=kind,
+            message=message,
+            needs_call=reminder.safety_critical,
+        )
+    )
+
+
+def record_outcome(
+    session: Session,
+    reminder: models.Reminder,
+    outcome: Sent | DeliveryError,
+    transport: str,
+    now: datetime,
+) -> None:
+    reminder.transport = transport
+    if isinstance(outcome, Sent):
+        reminder.move_to("sent")
+        reminder.sent_at = now
+        reminder.provider_id = outcome.provider_id
+        reminder.delivery_status = outcome.delivery_status
+        reminder.error_code = reminder.error_message = None
+        return
+    reminder.error_code = outcome.code
+    reminder.error_message = str(outcome)
+    if isinstance(outcome, AmbiguousError):
+        return  # stays `sending`: the sweeper asks the provider before anything is resent
+    if not outcome.permanent:
+        retry_at = now + retry_delay(reminder.attempts, outcome.retry_after)
+        if reminder.attempts < MAX_ATTEMPTS and retry_at < reminder.expires_at:
+            reminder.move_to("scheduled")
+            reminder.send_at = retry_at
+            return
+    reminder.move_to("failed")
+    what = "could not be sent" if outcome.permanent else "could not be sent in time"
+    _attention(
+        session, reminder, "delivery-failed",
+        f"{reminder.rule} ({reminder.channel}) {what}: {outcome}"
+        + (f" (code {outcome.code})" if outcome.code else ""),
+    )  # fmt: skip
+
+
+def prepare(
+    session: Session, ids: Sequence[int], config: Config, now: datetime
+) -> list[tuple[models.Reminder, OutgoingMessage]]:
+    """The messages to send for reminders now held in `sending`; the rest are skipped or
+    cancelled here, with their reason."""
+    reminders = _load(session, ids)
+    opted_out = _opted_out(session, reminders)
+    ready = []
+    for reminder in reminders:
+        reminder.destination = _destination(reminder)
+        stop = why_not_send(reminder, now, (reminder.channel, reminder.destination) in opted_out)
+        if stop is not None:
+            reminder.move_to(stop[0], reason=stop[1])
+            continue
+        ready.append((reminder, outgoing(reminder, config, now)))
+    return ready
+
+
+def _send(transport: Transport, message: OutgoingMessage) -> Sent | DeliveryError:
+    try:
+        return transport.send(message)
+    except DeliveryError as exc:
+        return exc
+    except Exception as exc:  # a bug or a surprise from a client library: retry, don't lose
+        log.exception("unexpected error sending reminder %s", message.reminder_id)
+        return DeliveryError(f"unexpected error: {type(exc).__name__}")
+
+
+def send_reminders(
+    factory: sessionmaker[Session],
+    config: Config,
+    transports: Transports,
+    ids: Sequence[int],
+    *,
+    clock: Callable[[], datetime],
+    pool: ThreadPoolExecutor | None = None,
+) -> dict[str, int]:
+    """Send the queued reminders `ids`, each at most once. Returns counts by outcome."""
+    with session_scope(factory) as session:
+        held = begin_attempts(session, ids, clock())
+    if not held:
+        return {}
+    with session_scope(factory) as session:
+        ready = [(r.id, message) for r, message in prepare(session, held, config, clock())]
+    sends = [(message, transports.for_channel(message.channel)) for _, message in ready]
+    mapper = pool.map if pool is not None else map
+    results = list(mapper(lambda pair: _send(pair[1], pair[0]), sends))
+    counts: dict[str, int] = {"held": len(held), "skipped": len(held) - len(ready)}
+    with session_scope(factory) as session:
+        now = clock()
+        for (reminder_id, message), result in zip(ready, results, strict=True):
+            reminder = session.get(R, reminder_id)
+            assert reminder is not None
+            transport = transports.for_channel(message.channel).name
+            record_outcome(session, reminder, result, transport, now)
+            key = "sent" if isinstance(result, Sent) else type(result).__name__
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def sweep(
+    factory: sessionmaker[Session],
+    config: Config,
+    transports: Transports,
+    *,
+    clock: Callable[[], datetime],
+) -> dict[str, int]:
+    """Recover work that stalled: a `queued` row whose task was lost goes back to `scheduled`;
+    a `sending` row whose worker died, or whose answer never came, is settled with the provider
+    before it may be sent again."""
+    now = clock()
+    cutoff = now - STUCK_AFTER
+    with session_scope(factory) as session:
+        requeued = len(
+            session.scalars(
+                update(R)
+                .where(R.state == "queued", R.queued_at < cutoff)
+                .values(state="scheduled")
+                .returning(R.id)
+                .execution_options(synchronize_session=False)
+            ).all()
+        )
+    with session_scope(factory) as session:
+        stuck = session.scalars(
+            select(R.id)
+            .where(R.state == "sending", R.sending_at < cutoff)
+            .with_for_update(skip_locked=True)
+        ).all()
+        found = resent = unsure = 0
+        for reminder in _load(session, stuck):
+            message = outgoing(reminder, config, now)
+            transport = transports.for_channel(reminder.channel)
+            try:
+                provider_id = transport.find_sent(message, reminder.sending_at or cutoff)
+            except DeliveryError:
+                unsure += 1  # the provider cannot tell now: ask again next sweep
+                continue
+            if provider_id is not None:
+                record_outcome(session, reminder, Sent(provider_id, None), transport.name, now)
+                found += 1
+            else:
+                reminder.move_to("scheduled")
+                reminder.send_at = now
+                resent += 1
+    return {"requeued": requeued, "found": found, "resent": resent, "unsure": unsure}

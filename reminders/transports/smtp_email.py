@@ -1,0 +1,93 @@
+"""Email through an SMTP server, with `smtplib` and `email.message`."""
+
+from __future__ import annotations
+
+import smtplib
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import formatdate
+
+from reminders.settings import SmtpSettings
+from reminders.transports import (
+    AmbiguousError,
+    OutgoingMessage,
+    PermanentError,
+    Sent,
+    TransientError,
+)
+
+TIMEOUT_SECONDS = 20.0
+
+
+def message_id(reminder_id: int, mail_from: str) -> str:
+    """The same Message-ID for every attempt at one reminder, so that if an interrupted attempt
+    did reach the server, mail systems can tell a second copy for what it is."""
+    domain = mail_from.rpartition("@")[2] or "reminders.invalid"
+    return f"<reminder-{reminder_id}@{domain}>"
+
+
+def build(message: OutgoingMessage, mail_from: str) -> EmailMessage:
+    email = EmailMessage()
+    email["From"] = mail_from
+    email["To"] = message.to
+    email["Subject"] = message.subject or ""
+    email["Date"] = formatdate(localtime=False)
+    email["Message-ID"] = message_id(message.reminder_id, mail_from)
+    for name, value in message.headers.items():
+        email[name] = value
+    email.set_content(message.body)
+    if message.html:
+        email.add_alternative(message.html, subtype="html")
+    for attachment in message.attachments:
+        maintype, _, subtype = attachment.content_type.partition("/")
+        email.add_attachment(
+            attachment.data, maintype=maintype, subtype=subtype, filename=attachment.filename
+        )
+    return email
+
+
+class SmtpEmail:
+    name = "smtp"
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+
+    def send(self, message: OutgoingMessage) -> Sent:
+        email = build(message, self.settings.mail_from)
+        settings = self.settings
+        delivered_data = False
+        try:
+            with smtplib.SMTP(settings.host, settings.port, timeout=TIMEOUT_SECONDS) as smtp:
+                if settings.starttls:
+                    smtp.starttls()
+                if settings.username:
+                    smtp.login(settings.username, settings.password or "")
+                smtp.mail(settings.mail_from)
+                _check(*smtp.rcpt(message.to), what="the address")
+                delivered_data = True
+                _check(*smtp.data(email.as_bytes()), what="the message")
+        except (PermanentError, TransientError):
+            raise
+        except smtplib.SMTPResponseException as exc:
+            _check(exc.smtp_code, exc.smtp_error, what="the message")
+            raise TransientError(f"unexpected mail server reply {exc.smtp_code}") from None
+        except (TimeoutError, smtplib.SMTPException, OSError) as exc:
+            # Once the message text has gone, a broken connection may still have delivered it.
+            error = AmbiguousError if delivered_data else TransientError
+            raise error(f"no answer from the mail server: {type(exc).__name__}") from None
+        return Sent(message_id(message.reminder_id, settings.mail_from), delivery_status=None)
+
+    def find_sent(self, message: OutgoingMessage, since: datetime) -> str | None:
+        # SMTP cannot be asked what it accepted. Sending again, with the same Message-ID, is
+        # chosen over losing the reminder.
+        return None
+
+
+def _check(code: int, reply: bytes | str, *, what: str) -> None:
+    """Raise for a 4xx (try later) or 5xx (refused for good) reply; pass anything else."""
+    if code < 400:
+        return
+    text = reply.decode(errors="replace") if isinstance(reply, bytes) else reply
+    error = PermanentError if code >= 500 else TransientError
+    verb = "refused" if code >= 500 else "deferred"
+    raise error(f"the mail server {verb} {what}: {code} {text.strip()[:200]}", code=str(code))

@@ -1,0 +1,113 @@
+"""SMS through Twilio's Messages API, with the real `twilio` client."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+import requests
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+
+from reminders.settings import TwilioSettings
+from reminders.transports import (
+    AmbiguousError,
+    DeliveryError,
+    OutgoingMessage,
+    PermanentError,
+    Sent,
+    TransientError,
+)
+
+# Twilio errors that no retry can cure: the destination itself is wrong or has refused.
+# https://www.twilio.com/docs/api/errors
+PERMANENT_CODES = {
+    21211: "invalid 'To' phone number",
+    21214: "'To' number cannot be reached",
+    21408: "permission to send to this region is not enabled",
+    21610: "the recipient has replied STOP to this sender",
+    21612: "the 'To' number cannot receive messages from this sender",
+    21614: "'To' number is not a valid mobile number",
+    30003: "unreachable destination handset",
+    30005: "unknown destination handset",
+    30006: "landline or unreachable carrier",
+}
+# How long to wait for Twilio: long enough for a slow day, short enough that a worker is not
+# held; a timeout after the request left is reconciled, never blindly retried.
+TIMEOUT_SECONDS = 10.0
+
+# The client logs every request's parameters (the patient's number and the message text) at
+# INFO; patient data never goes to the logs.
+logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
+
+
+class TwilioSms:
+    name = "twilio"
+
+    def __init__(self, settings: TwilioSettings, *, status_callback: str | None) -> None:
+        self.settings = settings
+        self.status_callback = status_callback
+        self.client = Client(
+            settings.account_sid,
+            settings.auth_token,
+            http_client=TwilioHttpClient(timeout=TIMEOUT_SECONDS),
+        )
+        # The package does not read TWILIO_BASE_URL; the Api domain's base_url is where every
+        # Messages request goes (tests point it at a fake on loopback).
+        self.client.api.base_url = settings.base_url
+
+    def send(self, message: OutgoingMessage) -> Sent:
+        sender: dict[str, str] = (
+            {"messaging_service_sid": self.settings.messaging_service_sid}
+            if self.settings.messaging_service_sid
+            else {"from_": self.settings.from_number or ""}
+        )
+        if self.status_callback:
+            sender["status_callback"] = self.status_callback
+        try:
+            created = self.client.messages.create(to=message.to, body=message.body, **sender)
+        except TwilioRestException as exc:
+            raise _error(exc) from None
+        except requests.exceptions.ConnectionError as exc:
+            # ConnectTimeout is a ConnectionError: the request never reached Twilio.
+            if isinstance(exc, requests.exceptions.ConnectTimeout) or not _maybe_sent(exc):
+                raise TransientError(f"could not reach Twilio: {type(exc).__name__}") from None
+            raise AmbiguousError(f"no answer from Twilio: {type(exc).__name__}") from None
+        except requests.exceptions.Timeout as exc:
+            raise AmbiguousError(f"no answer from Twilio: {type(exc).__name__}") from None
+        return Sent(provider_id=str(created.sid), delivery_status=created.status)
+
+    def find_sent(self, message: OutgoingMessage, since: datetime) -> str | None:
+        """Ask Twilio whether it has this message: one to the same number with the same text,
+        sent since shortly before the attempt began."""
+        try:
+            found = self.client.messages.list(
+                to=message.to, date_sent_after=since - timedelta(minutes=1), limit=200
+            )
+        except TwilioRestException as exc:
+            raise TransientError(f"Twilio could not list messages: {exc.status}") from None
+        except requests.exceptions.RequestException as exc:
+            raise TransientError(f"could not reach Twilio: {type(exc).__name__}") from None
+        for candidate in found:
+            if candidate.body == message.body:
+                return str(candidate.sid)
+        return None
+
+
+def _maybe_sent(exc: requests.exceptions.ConnectionError) -> bool:
+    """A connection that broke after the request was written may have delivered it."""
+    text = repr(exc)
+    return "RemoteDisconnected" in text or "ConnectionResetError" in text
+
+
+def _error(exc: TwilioRestException) -> DeliveryError:
+    code = str(exc.code) if exc.code else None
+    if exc.status == 429 or (exc.status or 0) >= 500:
+        return TransientError(f"Twilio answered {exc.status}", code=code or str(exc.status))
+    if exc.code in PERMANENT_CODES:
+        return PermanentError(PERMANENT_CODES[exc.code], code=code)
+    if exc.status in (401, 403):
+        # Our credentials, not the patient's number: keep the reminder and let staff see it.
+        return TransientError("Twilio refused our credentials", code=code or str(exc.status))
+    return PermanentError(f"Twilio refused the message ({exc.status})", code=code)

@@ -1,0 +1,65 @@
+"""The Celery app: `celery -A worker worker` and `celery -A worker beat`.
+
+Configured from the environment names of PRODUCT.md (Contracts); it refuses to start without
+REMINDERS_BROKER_URL rather than fall back to a broker nobody chose.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+
+from celery import Celery
+from kombu import Queue
+
+from reminders.settings import ConfigError, Settings
+from reminders.tasks import Queues
+
+try:
+    settings = Settings.from_env()
+except ConfigError as exc:
+    sys.exit(f"worker: {exc}")
+if not settings.broker_url:
+    sys.exit(
+        "worker: REMINDERS_BROKER_URL is not set; point it at Redis, "
+        "e.g. redis://localhost:6379/0 (reminders up starts one for you)"
+    )
+
+app = Celery("reminders", broker=settings.broker_url, include=["reminders.tasks"])
+app.conf.update(
+    task_queues=[Queue(Queues.DISPATCH), Queue(Queues.SEND)],
+    task_default_queue=Queues.DISPATCH,
+    task_routes={
+        "reminders.dispatch_due": {"queue": Queues.DISPATCH},
+        "reminders.sweep": {"queue": Queues.DISPATCH},
+        "reminders.send_reminders": {"queue": Queues.SEND},
+    },
+    # A task is acknowledged when it has finished, and a worker takes one at a time, so a
+    # worker that dies mid-batch leaves its batch to be redelivered; the guarded send makes the
+    # redelivery harmless.
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_serializer="json",
+    accept_content=["json"],
+    result_backend=None,
+    task_ignore_result=True,
+    broker_connection_retry_on_startup=True,
+    # Unacknowledged tasks come back after this long; the sweeper recovers rows sooner anyway.
+    broker_transport_options={"visibility_timeout": 300},
+    worker_hijack_root_logger=False,
+    timezone="UTC",
+    beat_schedule={
+        "dispatch": {
+            "task": "reminders.dispatch_due",
+            "schedule": timedelta(seconds=1),
+            # A dispatch that waited longer than this is stale; the next one does its work.
+            "options": {"expires": 10},
+        },
+        "sweep": {
+            "task": "reminders.sweep",
+            "schedule": timedelta(seconds=20),
+            "options": {"expires": 60},
+        },
+    },
+)
