@@ -10,7 +10,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import NoReturn
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from reminders.enrolment import FIELDS, InvalidEnrolment, parse_fields
+from reminders.services import EnrolmentRefused
 from reminders.settings import ConfigError
 
 EXIT_USAGE = 2
@@ -182,10 +185,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
-    except (UsageError, ConfigError) as exc:
+    except (UsageError, ConfigError, EnrolmentRefused) as exc:
         message = str(exc)
     except InvalidEnrolment as exc:
         message = "; ".join(exc.problems)
+    except SQLAlchemyError as exc:
+        # The first line of the driver's message says what is wrong (an unreachable server, a
+        # file that cannot be opened); the rest is SQL and a link.
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        message = f"database: {detail}"
+    except OSError as exc:
+        message = f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
     first, *rest = message.splitlines() or [""]
     print(f"reminders {args.command}: {first}", file=sys.stderr)
     for line in rest:  # a config file with several problems: one line each, all shown

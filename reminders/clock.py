@@ -59,11 +59,13 @@ def next_opening(instant: datetime, window: SendingWindow, zone: ZoneInfo) -> da
 
 def previous_closing(instant: datetime, window: SendingWindow, zone: ZoneInfo) -> datetime:
     """The last instant at or before `instant` that is inside the window."""
-    if in_window(instant, window, zone) or window.end is None:
+    if in_window(instant, window, zone):
         return instant
+    # A window open until 24:00 closes at the last minute of the day.
+    end = window.end or time(23, 59)
     local = instant.astimezone(zone)
-    day = local.date() if local.time() > window.end else local.date() - timedelta(days=1)
-    return localize(day, window.end, zone).astimezone(UTC)
+    day = local.date() if local.time() > end else local.date() - timedelta(days=1)
+    return localize(day, end, zone).astimezone(UTC)
 
 
 def format_day(day: date) -> str:
@@ -84,8 +86,15 @@ def format_clock(clock: time) -> str:
 
 
 def format_moment(instant: datetime, zone: ZoneInfo) -> str:
-    """`9:30am on Thursday 10 December`, in the patient's zone; for staff warnings."""
+    """`9:30am on Thursday 10 December`, in the patient's zone.
+
+    Midnight is named by the day it ends, `midnight at the end of Wednesday 9 December`:
+    "midnight on Thursday" is read by some as the start of Thursday and by others as its end,
+    and a fasting or blood-thinner instruction must not be read a day out.
+    """
     local = instant.astimezone(zone)
+    if local.time() == time(0):
+        return f"midnight at the end of {format_day(local.date() - timedelta(days=1))}"
     return f"{format_clock(local.time())} on {format_day(local.date())}"
 
 

@@ -37,7 +37,6 @@ from reminders.transports.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
-STUCK_AFTER = timedelta(seconds=60)  # well past a provider's timeout; the sweeper runs often
 CLAIM_LIMIT = 500
 MAX_ATTEMPTS = 8
 RETRY_BASE = timedelta(seconds=15)
@@ -60,10 +59,13 @@ class Transports:
         from reminders.transports.twilio_sms import TwilioSms
 
         callback = f"{settings.public_url}/webhooks/twilio/status" if settings.public_url else None
+        timeout = settings.provider_timeout
         sms: Transport = (
-            TwilioSms(settings.twilio, status_callback=callback) if settings.twilio else Outbox()
+            TwilioSms(settings.twilio, status_callback=callback, timeout=timeout)
+            if settings.twilio
+            else Outbox()
         )
-        email: Transport = SmtpEmail(settings.smtp) if settings.smtp else Outbox()
+        email: Transport = SmtpEmail(settings.smtp, timeout=timeout) if settings.smtp else Outbox()
         return cls(sms=sms, email=email)
 
 
@@ -289,8 +291,11 @@ def send_reminders(
     with session_scope(factory) as session:
         now = clock()
         for (reminder_id, message), result in zip(ready, results, strict=True):
-            reminder = session.get(R, reminder_id)
-            assert reminder is not None
+            reminder = session.get(R, reminder_id, with_for_update=True)
+            if reminder is None or reminder.state != "sending":
+                # The sweeper settled it with the provider while this send was slow.
+                counts["settled-elsewhere"] = counts.get("settled-elsewhere", 0) + 1
+                continue
             transport = transports.for_channel(message.channel).name
             record_outcome(session, reminder, result, transport, now)
             key = "sent" if isinstance(result, Sent) else type(result).__name__
@@ -309,7 +314,8 @@ def sweep(
     a `sending` row whose worker died, or whose answer never came, is settled with the provider
     before it may be sent again."""
     now = clock()
-    cutoff = now - STUCK_AFTER
+    # Well past a provider's timeout, so a send still in flight is never taken for stuck.
+    cutoff = now - timedelta(seconds=config.settings.stuck_after)
     with session_scope(factory) as session:
         requeued = len(
             session.scalars(

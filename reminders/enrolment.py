@@ -38,6 +38,7 @@ FIELDS = (
 )
 
 _MAX_PLAN_DAYS = 60
+_YEARS = (2000, 2100)  # outside this, a typo rather than a booking
 
 
 class InvalidEnrolment(ValueError):
@@ -87,9 +88,13 @@ _MOBILE = (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIX
 def parse_date(value: str) -> date:
     if _DATE.match(value):
         try:
-            return date.fromisoformat(value)
+            parsed = date.fromisoformat(value)
         except ValueError:
             pass
+        else:
+            if not _YEARS[0] <= parsed.year <= _YEARS[1]:
+                raise ValueError(f"{value!r} is not a plausible procedure date")
+            return parsed
     raise ValueError(f"{value!r} is not a date; write YYYY-MM-DD, such as 2026-06-10")
 
 

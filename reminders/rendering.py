@@ -22,7 +22,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
 from reminders import sms
-from reminders.clock import format_clock, format_day, in_window
+from reminders.clock import format_clock, format_day, format_moment, in_window
 from reminders.protocols import Unit
 from reminders.schedule import Facts, PlannedReminder
 
@@ -101,6 +101,8 @@ def template_context(facts: Facts, send_at: datetime, unit: Unit) -> dict[str, A
         food = facts.anchors["food-stop"].astimezone(zone)
         liquids = facts.anchors["liquids-stop"].astimezone(zone)
         context.update(
+            no_food_when=format_moment(food, zone),
+            no_liquids_when=format_moment(liquids, zone),
             no_food_after=format_clock(food.time()),
             no_food_day=format_day(food.date()),
             no_liquids_after=format_clock(liquids.time()),
@@ -165,11 +167,23 @@ class Renderer:
         )
 
     def _paths(self, template: str, channel: str, language: str) -> list[str]:
+        """Every file that goes into this message, the files they include too."""
         paths = [f"{language}/{template}/{part}" for part in PARTS[channel]]
         if channel == "email":
             shared = self.resolve_shared(language)
             paths += [f"{shared}/_footer.txt", f"{shared}/_layout.html"]
-        return paths
+        return self._with_includes(paths)
+
+    def _with_includes(self, paths: list[str]) -> list[str]:
+        found = list(dict.fromkeys(paths))
+        for path in found:  # grows as includes are found
+            source = self._source(path)
+            if source is None:
+                continue
+            for included in meta.find_referenced_templates(self.env.parse(source)):
+                if included is not None and included not in found:
+                    found.append(included)
+        return found
 
     def resolve_shared(self, language: str) -> str:
         for candidate in self.fallbacks(language):
@@ -232,15 +246,16 @@ class Renderer:
         context = template_context(facts, send_at, self.unit)
         used = self.variables(template, channel, language) - _VOLATILE
         shown = {k: context[k] for k in sorted(used) if k in context}
-        return json.dumps(shown, sort_keys=True, default=str)
+        return json.dumps({"template": template, **shown}, sort_keys=True, default=str)
 
     def variables(self, template: str, channel: str, language: str) -> frozenset[str]:
         """The context values this template's files for `channel` refer to."""
         key = f"{language}/{template}/{channel}"
         if key not in self._variables:
             used: set[str] = set()
-            for part in PARTS[channel]:
-                source = self._source(f"{language}/{template}/{part}") or ""
+            parts = [f"{language}/{template}/{part}" for part in PARTS[channel]]
+            for path in self._with_includes(parts):
+                source = self._source(path) or ""
                 used |= meta.find_undeclared_variables(self.env.parse(source))
             self._variables[key] = frozenset(used)
         return self._variables[key]

@@ -7,7 +7,7 @@ here reads a clock, a file or a database, so every decision can be tested direct
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -166,7 +166,9 @@ def _place(
     """The final send time, or None with the reason staff should hear (None when silent)."""
     zone = facts.zone
     if rule.phase == "after" and timing.send_at < facts.starts_at:
-        return None, f"{rule.title}: not scheduled, as it would go before the procedure starts."
+        # After-care planned for before the procedure (a restart "this evening" at 6pm for a
+        # 6:30pm procedure) goes once the procedure has started instead.
+        timing = Timing(facts.starts_at, max(timing.deadline, facts.starts_at), timing.expires)
     at = _fit_window(timing.send_at, rule, timing, window, zone)
     if at is not None and rule.phase == "after" and at < facts.starts_at:
         # Moved earlier into the window, but after-care cannot go before the procedure.
@@ -203,11 +205,15 @@ def compute_schedule(
     window: SendingWindow,
     *,
     delivered: Collection[tuple[str, str]] = (),
+    corrected: Collection[tuple[str, str]] = (),
 ) -> Schedule:
     """Every reminder still to send for `enrolment`, as of `now`.
 
-    `delivered` holds the (rule, channel) pairs already sent (on a reschedule): they are not
-    planned again, and count as scheduled for other rules' `requires`.
+    On a reschedule, `delivered` holds the (rule, channel) pairs the patient already has and
+    that still read the same: they are not planned again, and count as scheduled for other
+    rules' `requires`. `corrected` holds those already sent that now read differently and get
+    a correction at once: they are planned again only where their own time is still to come
+    (the fasting message the evening before the new date), never late.
     """
     if now.tzinfo is None:
         raise ValueError("now must be an aware datetime")
@@ -215,16 +221,14 @@ def compute_schedule(
     facts = facts_for(protocol, enrolment, enrolment.enrolled_at or now)
     schedule = Schedule(facts)
     conditions = facts.conditions
-    delivered_rules = {rule for rule, _ in delivered}
-    placed: dict[str, list[PlannedReminder]] = {}
-    told_to_stop = any(
-        protocol.rule(r).when.get("anticoagulant") == "hold"
-        for r in delivered_rules
-        if any(rule.id == r for rule in protocol.rules)
-    )
+    already_told = {rule for rule, _ in (*delivered, *corrected)}
+    known = {rule.id for rule in protocol.rules}
     # Once the patient holds a stop instruction, a moved date is a correction's business.
+    told_to_stop = any(
+        protocol.rule(r).when.get("anticoagulant") == "hold" for r in already_told & known
+    )
     plan_warnings = [] if told_to_stop else list(_plan_warnings(facts, now))
-    plan_too_late = bool(plan_warnings)
+    placed: dict[str, list[PlannedReminder]] = {}
     for rule in protocol.rules:
         if not matches(rule, conditions):
             continue
@@ -232,32 +236,43 @@ def compute_schedule(
         if timing is None:
             continue
         channels = [c for c in rule.channels if c in enrolment.channels]
-        pending = [c for c in channels if (rule.id, c) not in delivered]
-        if not pending:
-            if channels:
-                placed.setdefault(rule.id, [])
-            continue
-        at, warning = _place(rule, timing, facts, now, window)
-        # A hold plan that is too late gets one plain warning below, not one per message.
-        if warning and not (plan_too_late and rule.when.get("anticoagulant") == "hold"):
-            schedule.warnings.append(warning)
-        if at is None:
-            if rule.id in delivered_rules:
-                placed.setdefault(rule.id, [])
-            continue
-        placed[rule.id] = [
-            PlannedReminder(
-                rule=rule.id,
-                channel=channel,
-                send_at=at,
-                deadline=timing.deadline,
-                expires=timing.expires,
-                template=rule.template,
-                safety_critical=rule.safety_critical,
+        if any((rule.id, c) in delivered for c in channels):
+            placed.setdefault(rule.id, [])
+        for late_ok, wanted in (
+            (True, [c for c in channels if (rule.id, c) not in (*delivered, *corrected)]),
+            (False, [c for c in channels if (rule.id, c) in corrected]),
+        ):
+            if not wanted:
+                continue
+            as_planned = rule if late_ok else rule.model_copy(update={"late": "skip"})
+            at, warning = _place(as_planned, timing, facts, now, window)
+            # A hold plan that is too late gets one plain warning below, not one per message.
+            held = plan_warnings and rule.when.get("anticoagulant") == "hold"
+            if warning and not held and warning not in schedule.warnings:
+                schedule.warnings.append(warning)
+            if at is None:
+                continue
+            placed.setdefault(rule.id, []).extend(
+                PlannedReminder(
+                    rule=rule.id,
+                    channel=channel,
+                    send_at=at,
+                    deadline=timing.deadline,
+                    expires=timing.expires,
+                    template=rule.template,
+                    safety_critical=rule.safety_critical,
+                )
+                for channel in wanted
             )
-            for channel in pending
-        ]
     schedule.warnings.extend(plan_warnings)
+    shown = facts.starts_at.astimezone(facts.zone)
+    if (shown.date(), shown.time()) != (enrolment.date, enrolment.time):
+        schedule.warnings.append(
+            f"The procedure time {enrolment.time:%H:%M} does not exist on "
+            f"{format_day(enrolment.date)} in {facts.zone.key}, as the clocks go forward; "
+            f"reminders take it as {format_moment(facts.starts_at, facts.zone)}. "
+            "Please check the time."
+        )
     for rule in protocol.rules:
         if rule.id in placed and all(r in placed for r in rule.requires):
             schedule.reminders.extend(placed[rule.id])
@@ -282,6 +297,41 @@ def _plan_warnings(facts: Facts, now: datetime) -> Iterable[str]:
         )
 
 
+@dataclass
+class SentReview:
+    """What a reschedule means for the messages the patient already has."""
+
+    unchanged: list[tuple[str, str]] = field(default_factory=list)  # still true: leave alone
+    corrected: list[tuple[str, str]] = field(default_factory=list)  # changed: correct now
+    withdrawn: list[tuple[str, str]] = field(default_factory=list)  # no longer applies at all
+
+
+def review_sent(
+    protocol: Protocol,
+    facts: Facts,
+    sent: Mapping[tuple[str, str], str | None],
+    fingerprint: Callable[[Rule, str], str],
+) -> SentReview:
+    """Sort the (rule, channel) pairs already sent, each with the fingerprint of what it said,
+    against what the rule would say now (`fingerprint(rule, channel)`). A changed message
+    without a correction template is in none of the lists: it is simply planned again."""
+    review = SentReview()
+    known = {rule.id for rule in protocol.rules}
+    for (rule_id, channel), said in sent.items():
+        if rule_id not in known:
+            continue  # the protocol no longer has this rule: nothing to compare with
+        rule = protocol.rule(rule_id)
+        if not matches(rule, facts.conditions) or timing_for(rule, facts) is None:
+            if rule.correction is not None:
+                review.withdrawn.append((rule_id, channel))
+            continue
+        if said is None or fingerprint(rule, channel) == said:
+            review.unchanged.append((rule_id, channel))
+        elif rule.correction is not None:
+            review.corrected.append((rule_id, channel))
+    return review
+
+
 def plan_corrections(
     protocol: Protocol,
     facts: Facts,
@@ -304,10 +354,12 @@ def plan_corrections(
         rule = protocol.rule(rule_id)
         timing = timing_for(rule, facts) if matches(rule, facts.conditions) else None
         if timing is None:
-            schedule.warnings.append(
+            withdrawn = (
                 f"{rule.title}: the patient already has this instruction, but it no longer "
                 "applies. Please contact the patient to tell them."
             )
+            if withdrawn not in schedule.warnings:
+                schedule.warnings.append(withdrawn)
             continue
         if rule.correction is None or (rule.correction, channel) in sent:
             continue  # rules that share a correction template send it once

@@ -7,26 +7,29 @@ row is one transaction.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from reminders import models
+from reminders.clock import localize
 from reminders.config import Config
 from reminders.enrolment import Enrolment
 from reminders.schedule import (
     PlannedReminder,
     Schedule,
     compute_schedule,
-    matches,
+    facts_for,
     plan_corrections,
-    timing_for,
+    review_sent,
 )
 
 # Enrolment fields that, when changed, change what the patient receives.
@@ -37,7 +40,11 @@ _SCHEDULE_FIELDS = (
 _DELIVERED_STATES = ("sending", "sent")
 
 
-class EnrolmentClosed(ValueError):
+class EnrolmentRefused(ValueError):
+    """The enrolment cannot be saved as asked; the message says what to fix."""
+
+
+class EnrolmentClosed(EnrolmentRefused):
     """The booking reference belongs to a cancelled or completed enrolment."""
 
 
@@ -113,7 +120,20 @@ def _audit(
 def _attention(
     session: Session, row: models.Enrolment, kind: str, messages: list[str], now: datetime
 ) -> None:
-    for message in messages:
+    """Put warnings on the staff's call list, once: an update that repeats a warning still
+    waiting to be dealt with does not add it again."""
+    waiting = set(
+        session.scalars(
+            select(models.AttentionItem.message).where(
+                models.AttentionItem.enrolment_id == row.id,
+                models.AttentionItem.kind == kind,
+                models.AttentionItem.resolved_at.is_(None),
+            )
+        )
+    )
+    for message in dict.fromkeys(messages):
+        if message in waiting:
+            continue
         session.add(
             models.AttentionItem(
                 enrolment_id=row.id, kind=kind, message=message, needs_call=True, created_at=now
@@ -162,25 +182,28 @@ def _replan(
     warnings about timing, and the warnings about corrections."""
     protocol = config.protocols[row.procedure]
     enrolment = as_enrolment(row)
-    delivered: dict[tuple[str, str], models.Reminder] = {}
+    sent: dict[tuple[str, str], str | None] = {}
     for reminder in sorted(row.reminders, key=lambda r: (r.sent_at or r.send_at, r.id or 0)):
         if reminder.state in _DELIVERED_STATES:
-            delivered[(reminder.rule, reminder.channel)] = reminder  # the latest wins
-    schedule = compute_schedule(protocol, enrolment, now, config.window, delivered=delivered.keys())
-    changed = []
-    rule_ids = {rule.id for rule in protocol.rules}
-    for (rule_id, channel), sent in delivered.items():
-        if rule_id not in rule_ids or protocol.rule(rule_id).correction is None:
-            continue
-        rule = protocol.rule(rule_id)
-        if not matches(rule, schedule.facts.conditions) or timing_for(rule, schedule.facts) is None:
-            changed.append((rule_id, channel))  # withdrawn: plan_corrections asks staff to call
-            continue
-        new_fingerprint = config.renderer.fingerprint(rule.template, channel, schedule.facts, now)
-        if sent.fingerprint is not None and new_fingerprint != sent.fingerprint:
-            changed.append((rule_id, channel))
-    corrections = plan_corrections(protocol, schedule.facts, changed, now, config.window)
-
+            sent[(reminder.rule, reminder.channel)] = reminder.fingerprint  # the latest wins
+    facts = facts_for(protocol, enrolment, row.enrolled_at)
+    review = review_sent(
+        protocol,
+        facts,
+        sent,
+        lambda rule, channel: config.renderer.fingerprint(rule.template, channel, facts, now),
+    )
+    schedule = compute_schedule(
+        protocol,
+        enrolment,
+        now,
+        config.window,
+        delivered=review.unchanged,
+        corrected=review.corrected,
+    )
+    corrections = plan_corrections(
+        protocol, facts, [*review.corrected, *review.withdrawn], now, config.window
+    )
     version = row.schedule_version
     wanted = [
         _reminder_row(config, schedule, planned, version)
@@ -209,55 +232,61 @@ def enrol(
     session: Session, config: Config, enrolment: Enrolment, *, now: datetime, actor: str
 ) -> EnrolResult:
     """Enrol a patient, or update the enrolment with the same booking reference."""
-    protocol = config.protocols[enrolment.procedure]
     ref = enrolment.booking_ref or new_booking_ref(now)
     enrolment = enrolment.with_changes(booking_ref=ref)
+    starts_at = localize(enrolment.date, enrolment.time, enrolment.timezone).astimezone(UTC)
+    if starts_at <= now:
+        raise EnrolmentRefused("date, time: the procedure time has already passed")
     row = session.scalar(
         select(models.Enrolment).where(models.Enrolment.booking_ref == ref).with_for_update()
     )
-    starts_at = compute_schedule(protocol, enrolment, now, config.window).facts.starts_at
-    if row is None:
-        row = models.Enrolment(
-            booking_ref=ref,
-            patient=models.Patient(name=enrolment.name),
-            enrolled_at=now,
-            status=models.ENROLMENT_ACTIVE,
-            schedule_version=1,
-        )
-        _store_fields(row, enrolment, starts_at)
-        session.add(row)
+    if row is not None:
+        return _update(session, config, row, enrolment, starts_at, now=now, actor=actor)
+    row = models.Enrolment(
+        booking_ref=ref,
+        patient=models.Patient(name=enrolment.name),
+        enrolled_at=now,
+        status=models.ENROLMENT_ACTIVE,
+        schedule_version=1,
+    )
+    _store_fields(row, enrolment, starts_at)
+    session.add(row)
+    try:
         session.flush()
-        added, warnings, _ = _replan(session, config, row, now)
-        _attention(session, row, "late-enrolment", warnings, now)
-        _audit(session, actor, "enrol", row, now, booking_ref=ref, procedure=row.procedure)
-        return EnrolResult(row, created=True, warnings=warnings, reminders=added)
+    except IntegrityError:
+        # The same reference was enrolled by another request a moment ago; this transaction
+        # is spoilt, and trying again will update that enrolment instead.
+        raise EnrolmentRefused(
+            f"booking_ref: {ref} was enrolled at the same moment by someone else; try again"
+        ) from None
+    added, warnings, _ = _replan(session, config, row, now)
+    _attention(session, row, "late-enrolment", warnings, now)
+    _audit(session, actor, "enrol", row, now, booking_ref=ref, procedure=row.procedure)
+    return EnrolResult(row, created=True, warnings=warnings, reminders=added)
 
+
+def _update(
+    session: Session,
+    config: Config,
+    row: models.Enrolment,
+    enrolment: Enrolment,
+    starts_at: datetime,
+    *,
+    now: datetime,
+    actor: str,
+) -> EnrolResult:
     if row.status != models.ENROLMENT_ACTIVE:
         raise EnrolmentClosed(
-            f"booking_ref: {ref} belongs to a {row.status} enrolment; use a new booking reference"
+            f"booking_ref: {row.booking_ref} belongs to a {row.status} enrolment; "
+            "use a new booking reference"
         )
     before = as_enrolment(row)
     after = enrolment.with_changes(enrolled_at=row.enrolled_at)
     if all(getattr(before, f) == getattr(after, f) for f in _SCHEDULE_FIELDS):
         return EnrolResult(row, created=False)
     moved = before.date != after.date or before.time != after.time
-    return _reschedule(session, config, row, after, now=now, actor=actor, moved=moved)
-
-
-def _reschedule(
-    session: Session,
-    config: Config,
-    row: models.Enrolment,
-    enrolment: Enrolment,
-    *,
-    now: datetime,
-    actor: str,
-    moved: bool,
-) -> EnrolResult:
-    protocol = config.protocols[enrolment.procedure]
-    starts_at = compute_schedule(protocol, enrolment, now, config.window).facts.starts_at
     previous = {"date": row.local_date, "time": row.local_time, "procedure": row.procedure}
-    _store_fields(row, enrolment, starts_at)
+    _store_fields(row, after, starts_at)
     row.schedule_version += 1
     added, warnings, correction_warnings = _replan(session, config, row, now)
     _attention(session, row, "late-enrolment", warnings, now)
@@ -278,21 +307,22 @@ def reschedule(
     config: Config,
     row: models.Enrolment,
     *,
-    date: object,
-    time: object,
+    date: dt.date,
+    time: dt.time,
     now: datetime,
     actor: str,
 ) -> EnrolResult:
     """Move the procedure; every pending reminder follows, and corrections go where needed."""
-    if row.status != models.ENROLMENT_ACTIVE:
-        raise EnrolmentClosed(f"enrolment {row.booking_ref} is {row.status}; it cannot be moved")
     enrolment = as_enrolment(row).with_changes(date=date, time=time)
-    return _reschedule(session, config, row, enrolment, now=now, actor=actor, moved=True)
+    starts_at = localize(date, time, enrolment.timezone).astimezone(UTC)
+    if starts_at <= now:
+        raise EnrolmentRefused("date, time: the new procedure time has already passed")
+    return _update(session, config, row, enrolment, starts_at, now=now, actor=actor)
 
 
 def _close(
     session: Session, row: models.Enrolment, status: str, now: datetime, actor: str, *,
-    phases: tuple[str, ...], protocol_rules: Mapping[str, str], reason: str,
+    action: str, phases: tuple[str, ...], protocol_rules: Mapping[str, str], reason: str,
 ) -> None:  # fmt: skip
     if row.status != models.ENROLMENT_ACTIVE:
         raise EnrolmentClosed(f"enrolment {row.booking_ref} is already {row.status}")
@@ -301,7 +331,7 @@ def _close(
             reminder.move_to("cancelled", reason=reason)
     row.status = status
     row.ended_at = now
-    _audit(session, actor, status.removesuffix("led").removesuffix("d"), row, now)
+    _audit(session, actor, action, row, now)
     session.flush()
 
 
@@ -312,7 +342,8 @@ def cancel(
     rules = {rule.id: rule.phase for rule in config.protocols[row.procedure].rules}
     _close(
         session, row, models.ENROLMENT_CANCELLED, now, actor,
-        phases=("before", "after"), protocol_rules=rules, reason="enrolment cancelled",
+        action="cancel", phases=("before", "after"), protocol_rules=rules,
+        reason="enrolment cancelled",
     )  # fmt: skip
 
 
@@ -323,5 +354,5 @@ def complete(
     rules = {rule.id: rule.phase for rule in config.protocols[row.procedure].rules}
     _close(
         session, row, models.ENROLMENT_COMPLETED, now, actor,
-        phases=("before",), protocol_rules=rules, reason="procedure done",
+        action="complete", phases=("before",), protocol_rules=rules, reason="procedure done",
     )  # fmt: skip

@@ -174,6 +174,9 @@ class Settings:
     public_url: str | None
     twilio: TwilioSettings | None
     smtp: SmtpSettings | None
+    # Tuning for delivery; the defaults suit production, tests shorten them.
+    provider_timeout: float = 10.0  # seconds to wait for Twilio or the mail server
+    stuck_after: float = 60.0  # seconds before the sweeper recovers a queued or sending row
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -203,4 +206,14 @@ class Settings:
             public_url=parse_base_url(public, source="REMINDERS_PUBLIC_URL") if public else None,
             twilio=_twilio(env),
             smtp=_smtp(env),
+            provider_timeout=parse_int(
+                env.get("REMINDERS_PROVIDER_TIMEOUT_SECONDS", "10"),
+                source="REMINDERS_PROVIDER_TIMEOUT_SECONDS",
+                minimum=1,
+            ),
+            stuck_after=parse_int(
+                env.get("REMINDERS_STUCK_AFTER_SECONDS", "60"),
+                source="REMINDERS_STUCK_AFTER_SECONDS",
+                minimum=1,
+            ),
         )

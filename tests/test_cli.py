@@ -224,3 +224,51 @@ def test_enrol_needs_a_way_to_reach_the_patient(env: dict[str, str]) -> None:
                  "--name", "Rhys Evans")  # fmt: skip
     assert result.returncode == 2
     assert "phone or email: give at least one" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("sqlite:////proc/no-such-dir/x/r.db", "reminders migrate: "),
+        ("not a url", "reminders migrate: database: "),
+        ("postgresql+psycopg://nobody@127.0.0.1:1/none", "reminders migrate: database: "),
+    ],
+)
+def test_database_problems_are_one_line(env: dict[str, str], url: str, message: str) -> None:
+    result = run({**env, "REMINDERS_DATABASE_URL": url}, "migrate")
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(message)
+
+
+def test_a_cancelled_booking_reference_is_refused_in_one_line(env: dict[str, str]) -> None:
+    from reminders import services
+    from reminders.config import Config
+    from reminders.db import make_engine, make_sessionmaker, session_scope
+    from reminders.models import Enrolment
+
+    run(env, "migrate")
+    args = ["enrol", "--procedure", "sacroplasty", "--at", "2030-06-10T09:30", "--name", "Ann",
+            "--email", "ann@example.org", "--booking-ref", "BK-9"]  # fmt: skip
+    assert run(env, *args).returncode == 0
+    engine = make_engine(env["REMINDERS_DATABASE_URL"])
+    with session_scope(make_sessionmaker(engine)) as session:
+        row = session.query(Enrolment).one()
+        services.cancel(session, Config.load(), row, now=row.enrolled_at, actor="test")
+    engine.dispose()
+    result = run(env, *args)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "reminders enrol: booking_ref: BK-9 belongs to a cancelled enrolment; "
+        "use a new booking reference"
+    )
+
+
+@pytest.mark.parametrize("at", ["0001-01-01T00:30", "9999-12-31T23:30", "2020-12-11T09:30"])
+def test_implausible_or_past_dates_are_refused(env: dict[str, str], at: str) -> None:
+    run(env, "migrate")
+    result = run(env, "enrol", "--procedure", "sacroplasty", "--at", at, "--name", "Ann",
+                 "--email", "ann@example.org")  # fmt: skip
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr

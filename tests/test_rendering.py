@@ -117,7 +117,7 @@ def test_email_carries_the_full_name_the_units_details_and_escapes_html(config: 
     assert config.unit.phone in email.body  # the footer: who to call
     assert email.html is not None
     assert "<b>Jones</b>" not in email.html
-    assert "Siân &lt;b&gt;Jones&lt;/b&gt;" in email.html or "Siân" in email.html
+    assert "Dear Siân &lt;b&gt;Jones&lt;/b&gt;," in email.html
     assert "020 7946 0000" in email.html
 
 
@@ -202,3 +202,22 @@ def test_long_sms_is_a_configuration_error(config: Config, templates: Path) -> N
         messages(
             config, replace(make_enrolment(), email=None), renderer=Renderer(templates, config.unit)
         )
+
+
+def test_included_parts_count_for_the_version_and_the_fingerprint(
+    config: Config, templates: Path
+) -> None:
+    (templates / "en-GB" / "_parts").mkdir()
+    part = templates / "en-GB" / "_parts" / "when.txt"
+    part.write_text("on {{ procedure_day }}")
+    (templates / "en-GB" / "dressing" / "sms.txt").write_text(
+        'Hello {{ first_name }}, {% include "en-GB/_parts/when.txt" %}.'
+    )
+    renderer = Renderer(templates, config.unit)
+    enrolment = make_enrolment(email=None)
+    assert "procedure_day" in renderer.variables("dressing", "sms", "en-GB")
+    before = messages(config, enrolment, renderer=renderer)[("dressing", "sms")]
+    assert before.body == "Hello Sian, on Thursday 10 December."
+    part.write_text("on {{ procedure_day }} at {{ procedure_time }}")
+    after = messages(config, enrolment, renderer=Renderer(templates, config.unit))
+    assert after[("dressing", "sms")].template_version != before.template_version

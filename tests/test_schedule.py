@@ -322,7 +322,11 @@ def test_fasting_message_is_dropped_once_it_is_worthless_and_staff_are_told() ->
     enrolment = make_enrolment(procedure="sacroplasty", at=time(9, 0), arrival=time(8, 0))
     schedule = schedule_for(enrolment, utc(2026, 12, 10, 6, 30))  # liquids stop at 6am
     assert "fasting" not in timeline(schedule)
-    assert any(w.startswith("Fasting") or "fasting" in w.lower() for w in schedule.warnings)
+    assert schedule.warnings == [
+        "Fasting instructions with the clock times worked out (sedation only): too late to "
+        "send; it had to reach the patient by 2am on Thursday 10 December. Not sent: please "
+        "contact the patient."
+    ]
 
 
 def test_nothing_is_scheduled_before_now_and_no_pre_procedure_message_after_the_start() -> None:
@@ -347,3 +351,28 @@ def test_arrival_time_moves_the_fasting_times() -> None:
 def test_odd_offsets_keep_local_times(zone: str) -> None:
     enrolment = make_enrolment(zone=ZoneInfo(zone))
     assert timeline(schedule_for(enrolment, ENROLLED))["day-before"] == "Wed 09 Dec 12:00"
+
+
+def test_a_window_open_until_midnight_moves_night_messages_to_its_close() -> None:
+    window = parse_sending_window("08:00-24:00")
+    proto = mini_protocol(send={"anchor": "procedure", "offset": "-1d", "at": "02:00"},
+                          quiet_hours="earlier")  # fmt: skip
+    assert nudge_time(proto, window) == "Tue 08 Dec 23:59"
+
+
+def test_after_care_planned_before_an_evening_procedure_goes_once_it_has_started() -> None:
+    # Restart "the evening of the procedure day" at 6pm, but the procedure is at 6:30pm.
+    enrolment = make_enrolment(at=time(18, 30), anticoagulant="warfarin", hold_days=5,
+                               restart_days=0)  # fmt: skip
+    schedule = schedule_for(enrolment, ENROLLED, ALWAYS_OPEN)
+    assert timeline(schedule)["anticoagulant-restart"] == "Thu 10 Dec 18:30"
+
+
+def test_a_procedure_time_that_does_not_exist_is_flagged() -> None:
+    enrolment = make_enrolment(on=date(2026, 3, 29), at=time(1, 30))
+    schedule = schedule_for(enrolment, utc(2026, 3, 1))
+    assert schedule.facts.starts_at == utc(2026, 3, 29, 1, 30)  # 2:30am BST
+    assert schedule.warnings[-1] == (
+        "The procedure time 01:30 does not exist on Sunday 29 March in Europe/London, as the "
+        "clocks go forward; reminders take it as 2:30am on Sunday 29 March. Please check the time."
+    )

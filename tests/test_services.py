@@ -195,3 +195,67 @@ def test_complete_keeps_after_care_and_drops_what_was_for_before(
     pending = {r.rule for r in rows(session, result.enrolment, "scheduled")}
     assert pending == {"after-care", "pain-advice"}
     assert result.enrolment.status == "completed"
+
+
+def test_a_reschedule_plans_again_what_the_patient_had_for_the_old_date(
+    session: Session, config: Config
+) -> None:
+    # Sacroplasty on 10 December; by 9 December at 7pm the day-before and fasting messages
+    # have gone. Then it moves to 14 January.
+    result = services.enrol(session, config, warfarin_patient(anticoagulant=None, hold_days=None,
+                            restart_days=None), now=ENROLLED, actor="alice")  # fmt: skip
+    for reminder in rows(session, result.enrolment):
+        if reminder.send_at <= utc(2026, 12, 9, 19):
+            mark_sent(reminder, reminder.send_at)
+    session.commit()
+    moved = services.enrol(
+        session, config,
+        warfarin_patient(on=date(2027, 1, 14), anticoagulant=None, hold_days=None,
+                         restart_days=None),
+        now=utc(2026, 12, 9, 19, 30), actor="bob",
+    )  # fmt: skip
+    session.commit()
+    pending = rows(session, moved.enrolment, "scheduled")
+    sms = {r.rule: r for r in pending if r.channel == "sms"}
+    # The fasting times changed: corrected at once, and reminded again the evening before.
+    fasting = sorted(
+        (r for r in pending if r.rule == "fasting" and r.channel == "sms"), key=lambda r: r.send_at
+    )
+    assert [r.is_correction for r in fasting] == [True, False]
+    assert fasting[1].send_at == utc(2027, 1, 13, 18)
+    # The new date is confirmed now, and the day-before message goes before the new date.
+    assert sms["booking-confirmation"].send_at == utc(2026, 12, 9, 19, 30)
+    assert "Thursday 14 January" in sms["booking-confirmation"].body
+    assert sms["day-before"].send_at == utc(2027, 1, 13, 12)
+
+
+def test_a_plan_added_by_a_later_update_is_sent_not_refused(
+    session: Session, config: Config
+) -> None:
+    plain = warfarin_patient(anticoagulant=None, hold_days=None, restart_days=None)
+    services.enrol(session, config, plain, now=ENROLLED, actor="alice")
+    updated = services.enrol(session, config, warfarin_patient(), now=utc(2026, 11, 22, 9),
+                             actor="bob")  # fmt: skip
+    session.commit()
+    assert updated.warnings == []
+    rules = {r.rule for r in updated.reminders}
+    assert {"anticoagulant-plan", "anticoagulant-stop", "anticoagulant-restart"} <= rules
+    plan = next(r for r in updated.reminders if r.rule == "anticoagulant-plan")
+    assert plan.send_at == utc(2026, 11, 22, 9)
+
+
+def test_repeated_updates_do_not_repeat_the_same_call_list_entry(
+    session: Session, config: Config
+) -> None:
+    late = utc(2026, 12, 8, 9)
+    services.enrol(session, config, warfarin_patient(), now=late, actor="alice")
+    services.enrol(session, config, warfarin_patient(email="x@example.org"), now=late,
+                   actor="alice")  # fmt: skip
+    session.commit()
+    items = session.scalars(select(models.AttentionItem)).all()
+    assert len(items) == 1
+
+
+def test_a_procedure_in_the_past_is_refused(session: Session, config: Config) -> None:
+    with pytest.raises(services.EnrolmentRefused, match="already passed"):
+        services.enrol(session, config, warfarin_patient(), now=utc(2026, 12, 11), actor="a")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import smtplib
 from datetime import datetime
 from email.message import EmailMessage
-from email.utils import formatdate
+from email.utils import formatdate, parseaddr
 
 from reminders.settings import SmtpSettings
 from reminders.transports import (
@@ -16,13 +16,11 @@ from reminders.transports import (
     TransientError,
 )
 
-TIMEOUT_SECONDS = 20.0
-
 
 def message_id(reminder_id: int, mail_from: str) -> str:
     """The same Message-ID for every attempt at one reminder, so that if an interrupted attempt
     did reach the server, mail systems can tell a second copy for what it is."""
-    domain = mail_from.rpartition("@")[2] or "reminders.invalid"
+    domain = parseaddr(mail_from)[1].rpartition("@")[2] or "reminders.invalid"
     return f"<reminder-{reminder_id}@{domain}>"
 
 
@@ -49,20 +47,21 @@ def build(message: OutgoingMessage, mail_from: str) -> EmailMessage:
 class SmtpEmail:
     name = "smtp"
 
-    def __init__(self, settings: SmtpSettings) -> None:
+    def __init__(self, settings: SmtpSettings, *, timeout: float) -> None:
         self.settings = settings
+        self.timeout = timeout
 
     def send(self, message: OutgoingMessage) -> Sent:
         email = build(message, self.settings.mail_from)
         settings = self.settings
         delivered_data = False
         try:
-            with smtplib.SMTP(settings.host, settings.port, timeout=TIMEOUT_SECONDS) as smtp:
+            with smtplib.SMTP(settings.host, settings.port, timeout=self.timeout) as smtp:
                 if settings.starttls:
                     smtp.starttls()
                 if settings.username:
                     smtp.login(settings.username, settings.password or "")
-                smtp.mail(settings.mail_from)
+                smtp.mail(parseaddr(settings.mail_from)[1])
                 _check(*smtp.rcpt(message.to), what="the address")
                 delivered_data = True
                 _check(*smtp.data(email.as_bytes()), what="the message")

@@ -33,10 +33,6 @@ PERMANENT_CODES = {
     30005: "unknown destination handset",
     30006: "landline or unreachable carrier",
 }
-# How long to wait for Twilio: long enough for a slow day, short enough that a worker is not
-# held; a timeout after the request left is reconciled, never blindly retried.
-TIMEOUT_SECONDS = 10.0
-
 # The client logs every request's parameters (the patient's number and the message text) at
 # INFO; patient data never goes to the logs.
 logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
@@ -45,13 +41,17 @@ logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
 class TwilioSms:
     name = "twilio"
 
-    def __init__(self, settings: TwilioSettings, *, status_callback: str | None) -> None:
+    def __init__(
+        self, settings: TwilioSettings, *, status_callback: str | None, timeout: float
+    ) -> None:
         self.settings = settings
         self.status_callback = status_callback
         self.client = Client(
             settings.account_sid,
             settings.auth_token,
-            http_client=TwilioHttpClient(timeout=TIMEOUT_SECONDS),
+            # Long enough for a slow day, short enough not to hold a worker; a timeout after
+            # the request left is reconciled, never blindly retried.
+            http_client=TwilioHttpClient(timeout=timeout),
         )
         # The package does not read TWILIO_BASE_URL; the Api domain's base_url is where every
         # Messages request goes (tests point it at a fake on loopback).
