@@ -131,7 +131,7 @@ def _opted_out(session: Session, reminders: Sequence[models.Reminder]) -> set[tu
             models.OptOut.destination.in_(destinations)
         )
     )
-    return {(channel, destination) for channel, destination in rows.tuples()} & wanted
+    return {(channel, destination) for channel, destination in rows} & wanted
 
 
 def _destination(reminder: models.Reminder) -> str | None:

@@ -15,6 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fakes.smtp import FakeSmtp
+from fakes.twilio import FakeTwilio
+from processes import RedisServer
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import OperationalError
@@ -163,3 +166,50 @@ def config() -> Config:
     """The shipped configuration (config/ and templates/ of this repository), read with no
     environment, so a developer's own .env or REMINDERS_* variables cannot change a test."""
     return Config.load(Settings.from_env({}))
+
+
+# --- delivery: the outside world on loopback, and a Redis of the tests' own -------------------
+
+
+@pytest.fixture
+def fake_twilio() -> Iterator[FakeTwilio]:
+    """Twilio's Messages API on loopback; every request is checked against Twilio's OpenAPI
+    description, and a test fails if the project sent anything Twilio would not accept."""
+    with FakeTwilio() as fake:
+        yield fake
+        assert fake.violations == [], fake.violations
+
+
+@pytest.fixture
+def fake_smtp() -> Iterator[FakeSmtp]:
+    with FakeSmtp() as smtp:
+        yield smtp
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def delivery_env(
+    database_url: str, fake_twilio: FakeTwilio, fake_smtp: FakeSmtp, redis_server: RedisServer
+) -> dict[str, str]:
+    """The environment a deployment would set, pointing at the fakes; tests run at any hour,
+    so the sending window is open all day."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "REMINDERS_DATABASE_URL": database_url,
+        "REMINDERS_BROKER_URL": redis_server.url,
+        "REMINDERS_SENDING_WINDOW": "00:00-24:00",
+        "REMINDERS_PUBLIC_URL": "https://reminders.example.org",
+        "REMINDERS_PROVIDER_TIMEOUT_SECONDS": "2",
+        "REMINDERS_STUCK_AFTER_SECONDS": "5",
+        "TWILIO_ACCOUNT_SID": fake_twilio.account_sid,
+        "TWILIO_AUTH_TOKEN": fake_twilio.auth_token,
+        "TWILIO_MESSAGING_SERVICE_SID": "MG" + "0" * 32,
+        "TWILIO_BASE_URL": fake_twilio.base_url,
+        **fake_smtp.env,
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import smtplib
 from datetime import datetime
 from email.message import EmailMessage
+from email.policy import SMTP
 from email.utils import formatdate, parseaddr
 
 from reminders.settings import SmtpSettings
@@ -61,10 +62,12 @@ class SmtpEmail:
                     smtp.starttls()
                 if settings.username:
                     smtp.login(settings.username, settings.password or "")
+                smtp.ehlo_or_helo_if_needed()
                 smtp.mail(parseaddr(settings.mail_from)[1])
                 _check(*smtp.rcpt(message.to), what="the address")
                 delivered_data = True
-                _check(*smtp.data(email.as_bytes()), what="the message")
+                # SMTP lines end in CRLF; smtplib fixes line endings of text, not of bytes.
+                _check(*smtp.data(email.as_bytes(policy=SMTP)), what="the message")
         except (PermanentError, TransientError):
             raise
         except smtplib.SMTPResponseException as exc:
