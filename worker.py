@@ -58,7 +58,8 @@ app.conf.update(
         },
         "sweep": {
             "task": "reminders.sweep",
-            "schedule": timedelta(seconds=20),
+            # Often enough that stuck work is recovered well within two minutes of a fault.
+            "schedule": timedelta(seconds=max(1.0, min(20.0, settings.stuck_after / 3))),
             "options": {"expires": 60},
         },
     },

@@ -39,8 +39,10 @@ log = logging.getLogger(__name__)
 
 CLAIM_LIMIT = 500
 MAX_ATTEMPTS = 8
-RETRY_BASE = timedelta(seconds=15)
-RETRY_CAP = timedelta(minutes=10)
+# 2, 4, 8, 16, 20, 20, 20 seconds: a provider hiccup costs seconds, and even a run of failures
+# ends, sent or failed with its reason, within two minutes; a long outage is tried every 20 s.
+RETRY_BASE = timedelta(seconds=2)
+RETRY_CAP = timedelta(seconds=20)
 R = models.Reminder
 
 

@@ -94,6 +94,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        if len(body) < length:
+            # The client went away mid-request (a worker killed while sending): like a real
+            # server, there is no request to answer, and nothing was received.
+            self.close_connection = True
+            return
         owner = self.server.owner
         reply = owner.app(self.command, self.path, dict(self.headers.items()), body)
         if reply.delay:
