@@ -33,6 +33,7 @@ class Queues:
 
 SEND_BATCH = 25  # ids per send task: one claim and one commit per batch, sends in parallel
 SEND_THREADS = 16  # provider calls in flight per worker process; they mostly wait on the network
+DISPATCH_ROUNDS = 4  # claims of delivery.CLAIM_LIMIT each per dispatch, a second apart
 
 
 def now() -> datetime:
@@ -102,13 +103,20 @@ def publish_send(ids: Sequence[int]) -> None:
 
 @shared_task(name="reminders.dispatch_due", ignore_result=True)
 def dispatch_due() -> int:
-    """Claim what is due and queue it; runs every second from beat."""
+    """Claim what is due and queue it; runs every second from beat. A burst is claimed in
+    rounds, each committed and queued before the next, up to what workers send in a few
+    seconds, so that Redis holds only work due now."""
     rt = runtime()
-    with session_scope(rt.sessions) as session:
-        ids = delivery.claim_due(session, now())
-    # After the commit: a task is never queued for a claim that could still roll back.
-    publish_send(ids)
-    return len(ids)
+    total = 0
+    for _ in range(DISPATCH_ROUNDS):
+        with session_scope(rt.sessions) as session:
+            ids = delivery.claim_due(session, now())
+        # After the commit: a task is never queued for a claim that could still roll back.
+        publish_send(ids)
+        total += len(ids)
+        if len(ids) < delivery.CLAIM_LIMIT:
+            break
+    return total
 
 
 @shared_task(name="reminders.send_reminders", ignore_result=True, acks_late=True)

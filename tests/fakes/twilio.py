@@ -41,6 +41,7 @@ import random
 import secrets
 import signal
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -508,6 +509,9 @@ class FakeTwilio:
                 "date_sent": now,
                 "params": params,
                 "fault": None if outcome == "ok" else outcome,
+                # Precise arrival time, for timeliness benchmarks (Twilio's own dates are
+                # whole seconds).
+                "received_at": time.time(),
             }
         )
         with self._lock:
