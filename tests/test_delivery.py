@@ -310,3 +310,43 @@ def test_without_credentials_messages_are_recorded_not_sent(
     sent = reminders(factory, "sent")
     assert counts["sent"] == len(sent) > 0
     assert {r.transport for r in sent} == {"outbox"}
+
+
+def test_a_reschedule_takes_effect_on_work_already_queued(
+    factory: sessionmaker[Session],
+    live_config: Config,
+    transports: delivery.Transports,
+    clock: Clock,
+    fake_twilio: FakeTwilio,
+) -> None:
+    enrol_same_day(factory, live_config, clock, email=None)
+    with session_scope(factory) as session:
+        queued = delivery.claim_due(session, clock.now)
+    # Moved to next week while the old reminders sat in Redis.
+    enrol_same_day(
+        factory, live_config, clock, email=None, date=(clock.now + timedelta(days=7)).date()
+    )
+    assert delivery.send_reminders(factory, live_config, transports, queued, clock=clock) == {}
+    assert {r.cancel_reason for r in reminders(factory, "cancelled")} == {"superseded"}
+    deliver(factory, live_config, transports, clock)
+    texts = [m["body"] for m in fake_twilio.messages]
+    assert texts and all("Megan" in body for body in texts)
+    new_date = f"{(clock.now + timedelta(days=7)).day} "
+    assert all(new_date in body for body in texts if "appointment" in body)
+
+
+def test_a_refused_email_address_is_recorded_and_not_retried(
+    factory: sessionmaker[Session],
+    live_config: Config,
+    transports: delivery.Transports,
+    clock: Clock,
+    fake_smtp: FakeSmtp,
+) -> None:
+    enrol_same_day(factory, live_config, clock, phone=None)
+    fake_smtp.refuse[EMAIL] = "550 5.1.1 No such user"
+    deliver(factory, live_config, transports, clock)
+    failed = reminders(factory, "failed")
+    assert len(failed) == 3
+    assert {r.error_code for r in failed} == {"550"}
+    assert all("No such user" in (r.error_message or "") for r in failed)
+    assert fake_smtp.received == []
