@@ -22,7 +22,6 @@ import secrets
 import statistics
 import sys
 import tempfile
-import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path

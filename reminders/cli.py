@@ -159,10 +159,18 @@ def cmd_enrol(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_up(args: argparse.Namespace) -> int:
+    from reminders.up import run
+
+    return run(args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="reminders", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    up = commands.add_parser("up", help="run the whole service on this machine")
+    up.add_argument("--port", type=int, default=8000, help="web app port (default 8000)")
     commands.add_parser("migrate", help="bring the database to the current schema")
     commands.add_parser("check", help="validate protocols, templates and the unit file")
 
@@ -178,7 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_COMMANDS = {"check": cmd_check, "preview": cmd_preview, "migrate": cmd_migrate, "enrol": cmd_enrol}
+_COMMANDS = {
+    "up": cmd_up,
+    "check": cmd_check,
+    "preview": cmd_preview,
+    "migrate": cmd_migrate,
+    "enrol": cmd_enrol,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

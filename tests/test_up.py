@@ -1,0 +1,119 @@
+"""`reminders up` as a person starts it on a laptop, and the health endpoint it serves."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psutil
+import pytest
+from fastapi.testclient import TestClient
+from processes import BIN, RedisServer, free_port, wait_for
+
+from reminders.settings import Settings
+from reminders.web.app import create_app
+
+
+def healthz(port: int) -> tuple[int, dict[str, str]]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+    except OSError:
+        return 0, {}
+
+
+def test_up_runs_everything_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    port = free_port()
+    # No settings at all, but the sending window: this test must pass at any hour.
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path),
+           "REMINDERS_SENDING_WINDOW": "00:00-24:00"}  # fmt: skip
+    log = (tmp_path / "up.log").open("wb")
+    up = subprocess.Popen([str(BIN / "reminders"), "up", "--port", str(port)], cwd=tmp_path,
+                          env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        wait_for(lambda: healthz(port)[0] == 200, timeout=90, what="/healthz to answer 200")
+        assert healthz(port)[1] == {"status": "ok", "database": "ok", "broker": "ok"}
+        started = psutil.Process(up.pid).children(recursive=True)
+        names = " ".join(" ".join(p.cmdline()) for p in started)
+        assert "redis-server" in names and "worker" in names and "beat" in names
+        assert "uvicorn" in names
+
+        start = datetime.now(UTC) + timedelta(hours=2)
+        enrol = subprocess.run(
+            [str(BIN / "reminders"), "enrol", "--procedure", "facet-joint-denervation",
+             "--at", start.strftime("%Y-%m-%dT%H:%M"), "--tz", "UTC", "--name", "Owen Hughes",
+             "--phone", "07911 100030", "--email", "owen@example.org"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert enrol.returncode == 0, enrol.stderr
+        database = tmp_path / "var" / "reminders.db"
+
+        def recorded() -> list[tuple[str, str, str]]:
+            with sqlite3.connect(database) as db:
+                return db.execute(
+                    "SELECT channel, state, transport FROM reminders WHERE state = 'sent'"
+                ).fetchall()
+
+        wait_for(lambda: len(recorded()) == 6, timeout=60, what="the outbox to record six")
+        assert set(recorded()) == {("sms", "sent", "outbox"), ("email", "sent", "outbox")}
+
+        up.send_signal(signal.SIGINT)
+        assert up.wait(60) == 0
+        for process in started:
+            assert not process.is_running() or process.status() == psutil.STATUS_ZOMBIE, (
+                f"left running: {process.cmdline()}"
+            )
+    finally:
+        if up.poll() is None:
+            up.kill()
+        log.close()
+    assert "Staff pages: http://127.0.0.1:" in (tmp_path / "up.log").read_text()
+
+
+def test_healthz_names_the_broker_when_redis_is_down(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    settings = Settings.from_env(
+        {
+            "REMINDERS_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}",
+            "REMINDERS_BROKER_URL": redis_server.url,
+        }
+    )
+    client = TestClient(create_app(settings))
+    assert client.get("/healthz").json() == {"status": "ok", "database": "ok", "broker": "ok"}
+    redis_server.stop()
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json() == {"status": "unavailable", "database": "ok", "broker": "down"}
+    redis_server.start()
+    assert client.get("/healthz").status_code == 200
+
+
+def test_metrics_are_prometheus_text_with_the_projects_prefix(tmp_path: Path) -> None:
+    settings = Settings.from_env({"REMINDERS_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}"})
+    from reminders.migrate import upgrade
+
+    upgrade(settings.database_url)
+    response = TestClient(create_app(settings)).get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    names = {line.split()[2] for line in response.text.splitlines() if line.startswith("# TYPE")}
+    assert names and all(name.startswith("reminders_") for name in names)
+    assert "reminders_lateness_seconds" in names
+
+
+@pytest.mark.parametrize("path", ["/nowhere", "/healthz/../../etc/passwd"])
+def test_unknown_pages_leak_nothing(tmp_path: Path, path: str) -> None:
+    settings = Settings.from_env({"REMINDERS_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}"})
+    response = TestClient(create_app(settings)).get(path)
+    assert response.status_code == 404
+    assert "Traceback" not in response.text
