@@ -10,8 +10,11 @@ import sys
 from datetime import timedelta
 
 from celery import Celery
+from celery.schedules import crontab
+from celery.signals import setup_logging
 from kombu import Queue
 
+from reminders import logs
 from reminders.settings import ConfigError, Settings
 from reminders.tasks import Queues
 
@@ -25,6 +28,14 @@ if not settings.broker_url:
         "e.g. redis://localhost:6379/0 (reminders up starts one for you)"
     )
 
+
+@setup_logging.connect
+def _logging(**_: object) -> None:
+    # Connected, this replaces Celery's own logging set-up: task logs, worker errors and
+    # tracebacks all go through the masking handler.
+    logs.configure(settings.log_level)
+
+
 app = Celery("reminders", broker=settings.broker_url, include=["reminders.tasks"])
 app.conf.update(
     task_queues=[Queue(Queues.DISPATCH), Queue(Queues.SEND)],
@@ -32,6 +43,7 @@ app.conf.update(
     task_routes={
         "reminders.dispatch_due": {"queue": Queues.DISPATCH},
         "reminders.sweep": {"queue": Queues.DISPATCH},
+        "reminders.purge": {"queue": Queues.DISPATCH},
         "reminders.send_reminders": {"queue": Queues.SEND},
     },
     # A task is acknowledged when it has finished, and a worker takes one at a time, so a
@@ -55,6 +67,11 @@ app.conf.update(
             "schedule": timedelta(seconds=1),
             # A dispatch that waited longer than this is stale; the next one does its work.
             "options": {"expires": 10},
+        },
+        "purge": {
+            "task": "reminders.purge",
+            "schedule": crontab(hour=3, minute=17),  # daily, at a quiet hour
+            "options": {"expires": 3600},
         },
         "sweep": {
             "task": "reminders.sweep",

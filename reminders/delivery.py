@@ -216,6 +216,13 @@ def record_outcome(
     now: datetime,
 ) -> None:
     reminder.transport = transport
+    # Ids and codes only: never the destination or the text.
+    log.info(
+        "reminder %s (%s, %s) via %s: %s%s",
+        reminder.id, reminder.rule, reminder.channel, transport,
+        "sent" if isinstance(outcome, Sent) else type(outcome).__name__,
+        f" code={outcome.code}" if isinstance(outcome, DeliveryError) and outcome.code else "",
+    )  # fmt: skip
     if isinstance(outcome, Sent):
         reminder.move_to("sent")
         reminder.sent_at = now

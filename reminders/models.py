@@ -326,3 +326,17 @@ class AuditEntry(Base):
         ForeignKey("enrolments.id", ondelete="SET NULL"), index=True
     )
     detail: Mapped[str | None] = mapped_column(Text)  # JSON text
+
+
+class PurgedTotal(Base):
+    """How many reminders of each kind were purged with their patients' data: the metrics keep
+    counting them after the rows are gone."""
+
+    __tablename__ = "purged_totals"
+    __table_args__ = (UniqueConstraint("state", "channel", "transport"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    channel: Mapped[str] = mapped_column(String(8))
+    transport: Mapped[str] = mapped_column(String(16))  # "none" when it never reached one
+    count: Mapped[int] = mapped_column(Integer, default=0)

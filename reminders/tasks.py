@@ -18,7 +18,7 @@ from celery.signals import worker_process_init
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from reminders import delivery
+from reminders import delivery, retention
 from reminders.config import Config
 from reminders.db import make_engine, make_sessionmaker, session_scope
 from reminders.settings import Settings
@@ -131,3 +131,14 @@ def send_reminders(ids: list[int]) -> dict[str, int]:
 def sweep() -> dict[str, int]:
     rt = runtime()
     return delivery.sweep(rt.sessions, rt.config, rt.transports, clock=now)
+
+
+@shared_task(name="reminders.purge", ignore_result=True)
+def purge() -> dict[str, int]:
+    """Daily: remove patient data whose retention period is over."""
+    rt = runtime()
+    with session_scope(rt.sessions) as session:
+        purged = retention.purge(
+            session, now=now(), retention_days=rt.settings.retention_days, actor="retention"
+        )
+    return {"enrolments": purged.enrolments, "reminders": purged.reminders}

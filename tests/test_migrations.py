@@ -36,6 +36,7 @@ def test_the_models_describe_the_tables_we_expect() -> None:
         "enrolments",
         "opt_outs",
         "patients",
+        "purged_totals",
         "reminders",
     ]
 

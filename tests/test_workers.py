@@ -165,13 +165,22 @@ def test_a_same_day_enrolment_is_delivered_by_worker_and_beat(
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    celery("worker")
-    celery("beat")
+    worker_process = celery("worker")
+    beat_process = celery("beat")
     wait_for(lambda: states(factory)["sent"] == 6, timeout=60, what="six messages sent")
     texts = fake_twilio.messages_to("+447911100020")
     assert len(texts) == 3 and all("Rhys" in m["body"] for m in texts)
     assert len(fake_smtp.to("rhys.evans@example.org")) == 3
     assert states(factory) == Counter({"sent": 6, "scheduled": 4})  # after-care still to come
+
+    # Nothing of the patient's reached the logs of the processes that did the work.
+    output = worker_process.output() + beat_process.output()
+    assert "reminder " in output and " via twilio: sent" in output  # there are logs to check
+    for secret in ("+447911100020", "07911 100020", "447911100020", "rhys.evans@example.org"):
+        assert secret not in output
+    for message in texts:
+        assert message["body"] not in output
+        assert message["body"][:40] not in output
 
 
 def test_two_beats_at_once_send_each_reminder_once(

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from reminders import logs
 from reminders.db import make_engine, make_sessionmaker
 from reminders.settings import Settings
 from reminders.web.health import ReminderCollector, broker, health
@@ -17,6 +18,7 @@ from reminders.web.health import ReminderCollector, broker, health
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
+    logs.configure(settings.log_level)
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
     client = broker(settings.broker_url)

@@ -3,6 +3,7 @@ time, so they are right whichever process did the work (web, worker or beat)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -68,18 +69,27 @@ class ReminderCollector(Collector):
             "Reminders handed to a transport or given up on, by outcome, channel and transport.",
             labels=["outcome", "channel", "transport"],
         )
+        states: Counter[tuple[str, str]] = Counter()
+        sends: Counter[tuple[str, str, str]] = Counter()
         with self.sessions() as session:
-            for state, channel, count in session.execute(
-                select(R.state, R.channel, func.count()).group_by(R.state, R.channel)
-            ):
-                by_state.add_metric([state, channel], count)
             for state, channel, transport, count in session.execute(
-                select(R.state, R.channel, R.transport, func.count())
-                .where(R.state.in_(("sent", "failed")))
-                .group_by(R.state, R.channel, R.transport)
+                select(R.state, R.channel, R.transport, func.count()).group_by(
+                    R.state, R.channel, R.transport
+                )
             ):
-                outcomes.add_metric([state, channel, transport or "none"], count)
+                states[(state, channel)] += count
+                if state in ("sent", "failed"):
+                    sends[(state, channel, transport or "none")] += count
+            for total in session.scalars(select(models.PurgedTotal)):
+                # Purged with their patients' data; still counted.
+                states[(total.state, total.channel)] += total.count
+                if total.state in ("sent", "failed"):
+                    sends[(total.state, total.channel, total.transport)] += total.count
             lateness = self._lateness(session)
+        for (state, channel), count in sorted(states.items()):
+            by_state.add_metric([state, channel], count)
+        for outcome_labels, count in sorted(sends.items()):
+            outcomes.add_metric(list(outcome_labels), count)
         yield by_state
         yield outcomes
         yield lateness

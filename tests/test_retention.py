@@ -1,0 +1,64 @@
+"""Patient data is purged once the retention period after an episode is over; counts, the
+audit log and opt-outs stay."""
+
+from __future__ import annotations
+
+from datetime import date, time, timedelta
+
+from factories import make_enrolment, utc
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from reminders import models, retention, services
+from reminders.config import Config
+from reminders.settings import Settings
+from reminders.web.app import create_app
+
+ENROLLED = utc(2026, 11, 20, 10)
+
+
+def count(session: Session, model: type[models.Base]) -> int:
+    return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def test_purge_after_the_retention_period_keeps_counts_audit_and_opt_outs(
+    session: Session, config: Config, database_url: str
+) -> None:
+    over = services.enrol(
+        session, config, make_enrolment(booking_ref="OLD-1"), now=ENROLLED, actor="alice"
+    ).enrolment
+    services.cancel(session, config, over, now=ENROLLED, actor="alice")
+    current = make_enrolment(booking_ref="NEW-1", phone="+447911100040", on=date(2027, 3, 1),
+                             at=time(9, 30))  # fmt: skip
+    services.enrol(session, config, current, now=ENROLLED, actor="alice")
+    session.add(models.OptOut(channel="sms", destination="+447911100001", source="STOP reply"))
+    session.commit()
+    reminders_before = count(session, models.Reminder)
+
+    # 89 days after the cancellation: nothing goes yet.
+    early = retention.purge(session, now=ENROLLED + timedelta(days=89), retention_days=90,
+                            actor="retention")  # fmt: skip
+    assert early == retention.Purged(0, 0, 0)
+    purged = retention.purge(session, now=ENROLLED + timedelta(days=91), retention_days=90,
+                             actor="retention")  # fmt: skip
+    session.commit()
+
+    assert purged.enrolments == 1 and purged.patients == 1 and purged.reminders > 0
+    assert count(session, models.Enrolment) == 1
+    assert count(session, models.Reminder) == reminders_before - purged.reminders
+    assert count(session, models.OptOut) == 1  # STOP is honoured for ever
+    actions = session.scalars(select(models.AuditEntry.action)).all()
+    assert actions.count("purge") == 1 and actions.count("enrol") == 2
+    totals = session.scalars(select(models.PurgedTotal)).all()
+    assert sum(t.count for t in totals) == purged.reminders
+    assert {t.state for t in totals} == {"cancelled"}
+
+    text = TestClient(create_app(Settings.from_env({"REMINDERS_DATABASE_URL": database_url})))
+    metrics = text.get("/metrics").text
+    cancelled = [
+        float(x.rsplit(" ", 1)[1])
+        for x in metrics.splitlines()
+        if x.startswith("reminders_reminders{") and 'state="cancelled"' in x
+    ]
+    assert sum(cancelled) == purged.reminders  # still counted after the rows are gone
