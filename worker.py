@@ -49,6 +49,10 @@ app.conf.update(
     # A task is acknowledged when it has finished, and a worker takes one at a time, so a
     # worker that dies mid-batch leaves its batch to be redelivered; the guarded send makes the
     # redelivery harmless.
+    # No send may outlive the sweeper's patience: a task still running past this is killed
+    # (and its rows settled with the provider), so the sweeper never resends a message that a
+    # slow worker is still sending.
+    task_time_limit=max(5, int(settings.stuck_after) - 5),
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,

@@ -17,17 +17,20 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from reminders import ics, models
+from reminders.clock import in_window, next_opening
 from reminders.config import Config
-from reminders.db import session_scope
+from reminders.db import locked_scope, session_scope
 from reminders.settings import Settings
 from reminders.transports import (
     AmbiguousError,
     Attachment,
+    ConfigurationError,
     DeliveryError,
     OutgoingMessage,
     Sent,
@@ -38,11 +41,14 @@ from reminders.transports.outbox import Outbox
 log = logging.getLogger(__name__)
 
 CLAIM_LIMIT = 500
+DISPATCH_ROUNDS = 4  # claims of CLAIM_LIMIT per dispatch run (beat runs one a second)
+MAX_BACKLOG = 4000  # ids waiting in the broker beyond which no more are claimed
 MAX_ATTEMPTS = 8
 # 2, 4, 8, 16, 20, 20, 20 seconds: a provider hiccup costs seconds, and even a run of failures
 # ends, sent or failed with its reason, within two minutes; a long outage is tried every 20 s.
 RETRY_BASE = timedelta(seconds=2)
 RETRY_CAP = timedelta(seconds=20)
+CONFIGURATION_RETRY = timedelta(minutes=1)
 R = models.Reminder
 
 
@@ -96,20 +102,44 @@ def claim_due(session: Session, now: datetime, limit: int = CLAIM_LIMIT) -> list
     return sorted(claimed)
 
 
-def begin_attempts(session: Session, ids: Sequence[int], now: datetime) -> list[int]:
-    """Take `queued` rows into `sending`; a row already taken (a task delivered twice, a second
-    dispatcher's copy) is not returned, and so is not sent again."""
+def dispatch(
+    factory: sessionmaker[Session],
+    publish: Callable[[Sequence[int]], None],
+    *,
+    clock: Callable[[], datetime],
+    backlog: Callable[[], int],
+) -> int:
+    """Claim what is due and queue it, in rounds, each committed before it is queued (a task is
+    never queued for a claim that could still roll back). A burst is claimed only as fast as
+    workers take it: with `MAX_BACKLOG` ids already waiting, the rest stays in the database,
+    so nothing sits in Redis long enough for the sweeper to take it for lost."""
+    total = 0
+    for _ in range(DISPATCH_ROUNDS):
+        if backlog() >= MAX_BACKLOG:
+            break
+        with session_scope(factory) as session:
+            ids = claim_due(session, clock())
+        publish(ids)
+        total += len(ids)
+        if len(ids) < CLAIM_LIMIT:
+            break
+    return total
+
+
+def begin_attempts(session: Session, ids: Sequence[int], now: datetime) -> dict[int, int]:
+    """Take `queued` rows into `sending`, returning each one's attempt number; a row already
+    taken (a task delivered twice, a second dispatcher's copy) is not returned, and so is not
+    sent again."""
     if not ids:
-        return []
-    return sorted(
-        session.scalars(
-            update(R)
-            .where(R.id.in_(ids), R.state == "queued")
-            .values(state="sending", sending_at=now, attempts=R.attempts + 1)
-            .returning(R.id)
-            .execution_options(synchronize_session=False)
-        ).all()
+        return {}
+    rows = session.execute(
+        update(R)
+        .where(R.id.in_(ids), R.state == "queued")
+        .values(state="sending", sending_at=now, attempts=R.attempts + 1)
+        .returning(R.id, R.attempts)
+        .execution_options(synchronize_session=False)
     )
+    return dict(sorted((reminder_id, attempt) for reminder_id, attempt in rows))
 
 
 def _load(session: Session, ids: Iterable[int]) -> list[models.Reminder]:
@@ -208,6 +238,22 @@ def _attention(session: Session, reminder: models.Reminder, kind: str, message: 
     )
 
 
+def _configuration_alert(session: Session, channel: str, error: DeliveryError) -> None:
+    message = (
+        f"{'SMS' if channel == 'sms' else 'Email'} is not being sent: {error}. Reminders are "
+        "waiting; check the provider settings (TWILIO_* or SMTP_*)."
+    )
+    waiting = session.scalar(
+        select(models.AttentionItem.id).where(
+            models.AttentionItem.kind == "configuration",
+            models.AttentionItem.message == message,
+            models.AttentionItem.resolved_at.is_(None),
+        )
+    )
+    if waiting is None:
+        session.add(models.AttentionItem(kind="configuration", message=message, needs_call=False))
+
+
 def record_outcome(
     session: Session,
     reminder: models.Reminder,
@@ -234,6 +280,13 @@ def record_outcome(
     reminder.error_message = str(outcome)
     if isinstance(outcome, AmbiguousError):
         return  # stays `sending`: the sweeper asks the provider before anything is resent
+    if isinstance(outcome, ConfigurationError):
+        # Our settings, not the patient's: wait, without using up an attempt, and say so once.
+        reminder.attempts -= 1
+        reminder.move_to("scheduled")
+        reminder.send_at = now + CONFIGURATION_RETRY
+        _configuration_alert(session, reminder.channel, outcome)
+        return
     if not outcome.permanent:
         retry_at = now + retry_delay(reminder.attempts, outcome.retry_after)
         if reminder.attempts < MAX_ATTEMPTS and retry_at < reminder.expires_at:
@@ -263,8 +316,29 @@ def prepare(
         if stop is not None:
             reminder.move_to(stop[0], reason=stop[1])
             continue
+        opening = _window_opening(reminder, config, now)
+        if opening is not None:
+            # A backlog after an outage must not reach patients at night: it waits for the
+            # morning, or is dropped if it would be worthless by then.
+            if opening < reminder.expires_at:
+                reminder.move_to("scheduled")
+                reminder.send_at = opening
+            else:
+                reminder.move_to("skipped", reason="too late to be useful")
+            continue
         ready.append((reminder, outgoing(reminder, config, now)))
     return ready
+
+
+def _window_opening(reminder: models.Reminder, config: Config, now: datetime) -> datetime | None:
+    """When the sending window next opens, if it is shut now for this reminder."""
+    protocol = config.protocols.get(reminder.enrolment.procedure)
+    rules = {rule.id: rule for rule in protocol.rules} if protocol else {}
+    rule = rules.get(reminder.rule)
+    zone = ZoneInfo(reminder.enrolment.timezone)
+    if (rule is not None and rule.quiet_hours == "send") or in_window(now, config.window, zone):
+        return None
+    return next_opening(now, config.window, zone)
 
 
 def _send(transport: Transport, message: OutgoingMessage) -> Sent | DeliveryError:
@@ -272,9 +346,11 @@ def _send(transport: Transport, message: OutgoingMessage) -> Sent | DeliveryErro
         return transport.send(message)
     except DeliveryError as exc:
         return exc
-    except Exception as exc:  # a bug or a surprise from a client library: retry, don't lose
+    except Exception as exc:
+        # A surprise from a client library may come after the provider took the message (a
+        # garbled 201): settle it with the provider before any resend, as for a timeout.
         log.exception("unexpected error sending reminder %s", message.reminder_id)
-        return DeliveryError(f"unexpected error: {type(exc).__name__}")
+        return AmbiguousError(f"unexpected error: {type(exc).__name__}")
 
 
 def send_reminders(
@@ -292,17 +368,22 @@ def send_reminders(
     if not held:
         return {}
     with session_scope(factory) as session:
-        ready = [(r.id, message) for r, message in prepare(session, held, config, clock())]
+        ready = [(r.id, message) for r, message in prepare(session, list(held), config, clock())]
     sends = [(message, transports.for_channel(message.channel)) for _, message in ready]
     mapper = pool.map if pool is not None else map
     results = list(mapper(lambda pair: _send(pair[1], pair[0]), sends))
     counts: dict[str, int] = {"held": len(held), "skipped": len(held) - len(ready)}
-    with session_scope(factory) as session:
+    with locked_scope(factory) as session:
         now = clock()
         for (reminder_id, message), result in zip(ready, results, strict=True):
             reminder = session.get(R, reminder_id, with_for_update=True)
-            if reminder is None or reminder.state != "sending":
-                # The sweeper settled it with the provider while this send was slow.
+            if reminder is None or (reminder.state, reminder.attempts) != (
+                "sending",
+                held[reminder_id],
+            ):
+                # Settled by the sweeper meanwhile. The task time limit (below the sweeper's
+                # threshold) means it cannot also have been sent again; say so if it was.
+                log.warning("reminder %s was settled elsewhere during its send", reminder_id)
                 counts["settled-elsewhere"] = counts.get("settled-elsewhere", 0) + 1
                 continue
             transport = transports.for_channel(message.channel).name
@@ -336,20 +417,27 @@ def sweep(
             ).all()
         )
     with session_scope(factory) as session:
-        stuck = session.scalars(
-            select(R.id)
-            .where(R.state == "sending", R.sending_at < cutoff)
-            .with_for_update(skip_locked=True)
-        ).all()
-        found = resent = unsure = 0
-        for reminder in _load(session, stuck):
-            message = outgoing(reminder, config, now)
-            transport = transports.for_channel(reminder.channel)
-            try:
-                provider_id = transport.find_sent(message, reminder.sending_at or cutoff)
-            except DeliveryError:
-                unsure += 1  # the provider cannot tell now: ask again next sweep
-                continue
+        # Read, then ask the provider outside any transaction: a slow provider must not hold
+        # row locks that workers recording their own results would wait on.
+        stuck = [
+            (reminder.id, reminder.attempts, reminder.sending_at or cutoff, reminder.channel,
+             outgoing(reminder, config, now))
+            for reminder in _load(session, session.scalars(
+                select(R.id).where(R.state == "sending", R.sending_at < cutoff)
+            ).all())
+        ]  # fmt: skip
+    found = resent = unsure = 0
+    for reminder_id, attempt, since, channel, message in stuck:
+        transport = transports.for_channel(channel)
+        try:
+            provider_id = transport.find_sent(message, since)
+        except DeliveryError:
+            unsure += 1  # the provider cannot tell now: ask again next sweep
+            continue
+        with locked_scope(factory) as session:
+            reminder = session.get(R, reminder_id, with_for_update=True)
+            if reminder is None or (reminder.state, reminder.attempts) != ("sending", attempt):
+                continue  # settled meanwhile by its own worker or another sweeper
             if provider_id is not None:
                 record_outcome(session, reminder, Sent(provider_id, None), transport.name, now)
                 found += 1

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -175,6 +175,22 @@ def _same(row: models.Reminder, new: models.Reminder) -> bool:
     return all(getattr(row, k) == getattr(new, k) for k in keys)
 
 
+def _pending_update(session: Session, reminders: list[models.Reminder], **values: object) -> None:
+    """Change reminders only while they are still pending, in one conditional UPDATE: a worker
+    may have taken one into `sending` since it was read, and that must not be overwritten."""
+    ids = [r.id for r in reminders]
+    if not ids:
+        return
+    session.execute(
+        update(models.Reminder)
+        .where(models.Reminder.id.in_(ids), models.Reminder.state.in_(models.PENDING_STATES))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    for reminder in reminders:
+        session.expire(reminder)
+
+
 def _replan(
     session: Session, config: Config, row: models.Enrolment, now: datetime
 ) -> tuple[list[models.Reminder], list[str], list[str]]:
@@ -210,19 +226,23 @@ def _replan(
         for planned in [*schedule.reminders, *corrections.reminders]
     ]
     added: list[models.Reminder] = []
-    kept: set[int] = set()
+    kept: list[models.Reminder] = []
     for new in wanted:
         twin = next(
-            (r for r in row.reminders if r.pending and id(r) not in kept and _same(r, new)), None
+            (r for r in row.reminders if r.pending and r not in kept and _same(r, new)), None
         )
         if twin is not None:
-            kept.add(id(twin))
-            twin.schedule_version = version
+            kept.append(twin)
         else:
             added.append(new)
-    for reminder in row.reminders:
-        if reminder.pending and id(reminder) not in kept:
-            reminder.move_to("cancelled", reason="superseded")
+    session.flush()
+    _pending_update(session, kept, schedule_version=version)
+    _pending_update(
+        session,
+        [r for r in row.reminders if r.pending and r not in kept],
+        state="cancelled",
+        cancel_reason="superseded",
+    )
     row.reminders.extend(added)
     session.flush()
     return added, schedule.warnings, corrections.warnings
@@ -326,9 +346,16 @@ def _close(
 ) -> None:  # fmt: skip
     if row.status != models.ENROLMENT_ACTIVE:
         raise EnrolmentClosed(f"enrolment {row.booking_ref} is already {row.status}")
-    for reminder in row.reminders:
-        if reminder.pending and protocol_rules.get(reminder.rule, "before") in phases:
-            reminder.move_to("cancelled", reason=reason)
+    session.flush()
+    _pending_update(
+        session,
+        [
+            r for r in row.reminders
+            if r.pending and protocol_rules.get(r.rule, "before") in phases
+        ],
+        state="cancelled",
+        cancel_reason=reason,
+    )  # fmt: skip
     row.status = status
     row.ended_at = now
     _audit(session, actor, action, row, now)

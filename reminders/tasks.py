@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
@@ -21,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from reminders import delivery, retention
 from reminders.config import Config
 from reminders.db import make_engine, make_sessionmaker, session_scope
+from reminders.models import utcnow as now
 from reminders.settings import Settings
 
 
@@ -33,11 +33,6 @@ class Queues:
 
 SEND_BATCH = 25  # ids per send task: one claim and one commit per batch, sends in parallel
 SEND_THREADS = 16  # provider calls in flight per worker process; they mostly wait on the network
-DISPATCH_ROUNDS = 4  # claims of delivery.CLAIM_LIMIT each per dispatch, a second apart
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -101,22 +96,17 @@ def publish_send(ids: Sequence[int]) -> None:
         )
 
 
-@shared_task(name="reminders.dispatch_due", ignore_result=True)
-def dispatch_due() -> int:
-    """Claim what is due and queue it; runs every second from beat. A burst is claimed in
-    rounds, each committed and queued before the next, up to what workers send in a few
-    seconds, so that Redis holds only work due now."""
+@shared_task(name="reminders.dispatch_due", ignore_result=True, bind=True)
+def dispatch_due(self: Any) -> int:
+    """Claim what is due and queue it; runs every second from beat."""
     rt = runtime()
-    total = 0
-    for _ in range(DISPATCH_ROUNDS):
-        with session_scope(rt.sessions) as session:
-            ids = delivery.claim_due(session, now())
-        # After the commit: a task is never queued for a claim that could still roll back.
-        publish_send(ids)
-        total += len(ids)
-        if len(ids) < delivery.CLAIM_LIMIT:
-            break
-    return total
+
+    def backlog() -> int:
+        with self.app.connection_for_read() as connection:
+            depth = connection.default_channel.client.llen(Queues.SEND)
+        return int(depth) * SEND_BATCH
+
+    return delivery.dispatch(rt.sessions, publish_send, clock=now, backlog=backlog)
 
 
 @shared_task(name="reminders.send_reminders", ignore_result=True, acks_late=True)

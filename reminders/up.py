@@ -26,7 +26,7 @@ STOP_GRACE_SECONDS = 15
 BIN = Path(sys.executable).parent
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -101,7 +101,7 @@ def run(port: int) -> int:
         signal.signal(signum, stop)
     try:
         if not settings.broker_url:
-            redis_port = _free_port()
+            redis_port = free_port()
             redis_dir = var / "redis"
             redis_dir.mkdir(exist_ok=True)
             supervisor.start(

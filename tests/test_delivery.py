@@ -20,6 +20,7 @@ from reminders.config import Config
 from reminders.db import make_sessionmaker, session_scope
 from reminders.enrolment import Enrolment
 from reminders.settings import Settings
+from reminders.transports import OutgoingMessage, Sent
 
 PHONE = "+447911100010"
 EMAIL = "megan.price@example.org"
@@ -350,3 +351,78 @@ def test_a_refused_email_address_is_recorded_and_not_retried(
     assert {r.error_code for r in failed} == {"550"}
     assert all("No such user" in (r.error_message or "") for r in failed)
     assert fake_smtp.received == []
+
+
+def test_a_connection_cut_after_twilio_accepted_is_settled_not_resent(
+    factory: sessionmaker[Session],
+    live_config: Config,
+    transports: delivery.Transports,
+    clock: Clock,
+    fake_twilio: FakeTwilio,
+) -> None:
+    enrol_same_day(factory, live_config, clock, email=None)
+    fake_twilio.script(["reset-after-accept"])
+    counts = deliver(factory, live_config, transports, clock)
+    assert counts["AmbiguousError"] == 1
+    clock.advance(seconds=6)
+    assert delivery.sweep(factory, live_config, transports, clock=clock)["found"] == 1
+    bodies = [m["body"] for m in fake_twilio.messages]
+    assert len(bodies) == len(set(bodies)) == 3
+    assert len(reminders(factory, "sent")) == 3
+
+
+def test_a_late_result_never_overwrites_a_newer_attempt(
+    factory: sessionmaker[Session],
+    live_config: Config,
+    transports: delivery.Transports,
+    clock: Clock,
+    fake_twilio: FakeTwilio,
+) -> None:
+    """A first attempt's send is slow; meanwhile the sweeper puts the row back and a second
+    attempt takes it. When the slow send returns, its result must not be recorded over the
+    second attempt's."""
+    enrol_same_day(factory, live_config, clock, email=None)
+    second: dict[int, int] = {}
+
+    class Slow:
+        name = "twilio"
+
+        def send(self, message: OutgoingMessage) -> Sent:
+            if not second:  # once, while the first attempt is in flight
+                clock.advance(seconds=6)
+                delivery.sweep(factory, live_config, transports, clock=clock)
+                with session_scope(factory) as session:
+                    again = delivery.claim_due(session, clock.now)
+                    second.update(delivery.begin_attempts(session, again, clock.now))
+            return transports.sms.send(message)
+
+        def find_sent(self, message: OutgoingMessage, since: datetime) -> str | None:
+            return None  # nothing has reached Twilio yet when the sweeper asks
+
+    slow = delivery.Transports(sms=Slow(), email=transports.email)
+    counts = deliver(factory, live_config, slow, clock)
+    assert counts["settled-elsewhere"] == 3
+    rows = [r for r in reminders(factory) if r.id in second]
+    assert len(rows) == 3 and {(r.state, r.attempts) for r in rows} == {("sending", 2)}
+    assert all(r.provider_id is None for r in rows)
+
+
+def test_wrong_credentials_keep_reminders_waiting_and_tell_staff_once(
+    factory: sessionmaker[Session],
+    delivery_env: dict[str, str],
+    clock: Clock,
+    fake_twilio: FakeTwilio,
+) -> None:
+    config = Config.load(Settings.from_env({**delivery_env, "TWILIO_AUTH_TOKEN": "wrong"}))
+    enrol_same_day(factory, config, clock, email=None)
+    wrong = delivery.Transports.from_settings(config.settings)
+    for _ in range(3):
+        deliver(factory, config, wrong, clock)
+        clock.advance(minutes=1)
+    waiting = reminders(factory, "scheduled")
+    assert len([r for r in waiting if r.error_code == "20003"]) == 3
+    assert all(r.attempts == 0 for r in waiting)
+    with session_scope(factory) as session:
+        items = session.scalars(select(models.AttentionItem)).all()
+        assert [i.kind for i in items] == ["configuration"]
+        assert items[0].message.startswith("SMS is not being sent: Twilio refused our account")

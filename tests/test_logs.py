@@ -41,3 +41,9 @@ def test_json_lines_mask_messages_and_exceptions() -> None:
     assert entry["message"] == "failed for +*********010"
     assert "+447911123456" not in line and "megan@" not in line
     assert "+*********456" in entry["exception"]
+
+
+def test_numbers_in_urls_are_masked_too() -> None:
+    assert mask("GET /Messages.json?To=%2B447911123456&PageSize=50") == (
+        "GET /Messages.json?To=+*********456&PageSize=50"
+    )

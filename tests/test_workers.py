@@ -186,12 +186,13 @@ def test_a_same_day_enrolment_is_delivered_by_worker_and_beat(
 def test_two_beats_at_once_send_each_reminder_once(
     celery: Start, fake_twilio: FakeTwilio, factory: sessionmaker[Session]
 ) -> None:
-    make_due(factory, 300)
+    # More than one claim's worth, so the two beats' dispatchers really do compete.
+    make_due(factory, 1500)
     celery("worker")
     celery("beat")
     celery("beat")
-    wait_for(settled(factory, 300), timeout=90, what="all 300 settled")
-    assert_each_sent_once(fake_twilio, factory, 300)
+    wait_for(settled(factory, 1500), timeout=90, what="all 1500 settled")
+    assert_each_sent_once(fake_twilio, factory, 1500)
 
 
 def test_a_worker_killed_mid_burst_loses_and_repeats_nothing(
@@ -250,7 +251,14 @@ def test_tasks_are_not_left_in_redis_for_future_reminders(
     celery("beat")
     worker_process = celery("worker")
     wait_for(lambda: "ready." in worker_process.output(), timeout=60, what="the worker")
-    wait_for(lambda: "dispatch_due" in worker_process.output(), timeout=30, what="a dispatch")
+    wait_for(
+        lambda: (
+            "reminders.dispatch_due" in worker_process.output()
+            and "succeeded" in worker_process.output()
+        ),
+        timeout=30,
+        what="a dispatch to finish",
+    )
     client = redis_server.client()
     assert client.llen(Queues.SEND) == 0
     assert states(factory) == Counter({"scheduled": 50})

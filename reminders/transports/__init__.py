@@ -58,6 +58,11 @@ class TransientError(DeliveryError):
     permanent = False
 
 
+class ConfigurationError(TransientError):
+    """The provider refused us, not the message (bad credentials, a refused sender): nothing is
+    wrong with the reminder, so it waits without using up its attempts while staff fix it."""
+
+
 class AmbiguousError(DeliveryError):
     """The request left but no answer came back: the provider may or may not have the message.
     It must be reconciled with the provider before anything is sent again."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import smtplib
 from datetime import datetime
 from email.message import EmailMessage
@@ -11,6 +12,7 @@ from email.utils import formatdate, parseaddr
 from reminders.settings import SmtpSettings
 from reminders.transports import (
     AmbiguousError,
+    ConfigurationError,
     OutgoingMessage,
     PermanentError,
     Sent,
@@ -56,20 +58,30 @@ class SmtpEmail:
         email = build(message, self.settings.mail_from)
         settings = self.settings
         delivered_data = False
+        smtp = None
         try:
-            with smtplib.SMTP(settings.host, settings.port, timeout=self.timeout) as smtp:
-                if settings.starttls:
-                    smtp.starttls()
-                if settings.username:
-                    smtp.login(settings.username, settings.password or "")
-                smtp.ehlo_or_helo_if_needed()
-                smtp.mail(parseaddr(settings.mail_from)[1])
-                _check(*smtp.rcpt(message.to), what="the address")
-                delivered_data = True
-                # SMTP lines end in CRLF; smtplib fixes line endings of text, not of bytes.
-                _check(*smtp.data(email.as_bytes(policy=SMTP)), what="the message")
+            smtp = smtplib.SMTP(settings.host, settings.port, timeout=self.timeout)
+            if settings.starttls:
+                smtp.starttls()
+            if settings.username:
+                smtp.login(settings.username, settings.password or "")
+            smtp.ehlo_or_helo_if_needed()
+            # A refused sender is our configuration, not the patient's address: try later.
+            code, _reply = smtp.mail(parseaddr(settings.mail_from)[1])
+            if code >= 400:
+                raise ConfigurationError(
+                    f"the mail server refused our sender: {code}", code=str(code)
+                )
+            _check(*smtp.rcpt(message.to), what="the address")
+            delivered_data = True
+            # SMTP lines end in CRLF; smtplib fixes line endings of text, not of bytes.
+            _check(*smtp.data(email.as_bytes(policy=SMTP)), what="the message")
         except (PermanentError, TransientError):
             raise
+        except smtplib.SMTPAuthenticationError as exc:
+            raise ConfigurationError(
+                f"the mail server refused our login: {exc.smtp_code}", code=str(exc.smtp_code)
+            ) from None
         except smtplib.SMTPResponseException as exc:
             _check(exc.smtp_code, exc.smtp_error, what="the message")
             raise TransientError(f"unexpected mail server reply {exc.smtp_code}") from None
@@ -77,7 +89,12 @@ class SmtpEmail:
             # Once the message text has gone, a broken connection may still have delivered it.
             error = AmbiguousError if delivered_data else TransientError
             raise error(f"no answer from the mail server: {type(exc).__name__}") from None
-        return Sent(message_id(message.reminder_id, settings.mail_from), delivery_status=None)
+        finally:
+            if smtp is not None:
+                # The message is accepted once DATA is; a failed goodbye changes nothing.
+                with contextlib.suppress(smtplib.SMTPException, OSError):
+                    smtp.quit()
+        return Sent(f"smtp-{message.reminder_id}", delivery_status=None)
 
     def find_sent(self, message: OutgoingMessage, since: datetime) -> str | None:
         # SMTP cannot be asked what it accepted. Sending again, with the same Message-ID, is

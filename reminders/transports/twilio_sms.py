@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import requests
 from requests.adapters import HTTPAdapter
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
+from urllib3.exceptions import NewConnectionError
 
 from reminders.settings import TwilioSettings
 from reminders.transports import (
     AmbiguousError,
+    ConfigurationError,
     DeliveryError,
     OutgoingMessage,
     PermanentError,
@@ -22,6 +24,10 @@ from reminders.transports import (
 )
 
 CONNECTIONS = 32
+# Errors about our account or sender, not the patient: wrong credentials, a From number or
+# Messaging Service that is not ours or not set up.
+CONFIGURATION_CODES = {20003, 20404, 21603, 21606, 21704}
+RECONCILE_LOOKBACK = 50  # newest messages to one number checked when settling an attempt
 
 # Twilio errors that no retry can cure: the destination itself is wrong or has refused.
 # https://www.twilio.com/docs/api/errors
@@ -73,39 +79,42 @@ class TwilioSms:
             created = self.client.messages.create(to=message.to, body=message.body, **sender)
         except TwilioRestException as exc:
             raise _error(exc) from None
-        except requests.exceptions.ConnectionError as exc:
-            # ConnectTimeout is a ConnectionError: the request never reached Twilio.
-            if isinstance(exc, requests.exceptions.ConnectTimeout) or not _maybe_sent(exc):
+        except requests.exceptions.RequestException as exc:
+            if _never_sent(exc):
                 raise TransientError(f"could not reach Twilio: {type(exc).__name__}") from None
-            raise AmbiguousError(f"no answer from Twilio: {type(exc).__name__}") from None
-        except requests.exceptions.Timeout as exc:
+            # Anything else (a read timeout, a connection cut after the request was written,
+            # a garbled answer) may have left Twilio holding the message.
             raise AmbiguousError(f"no answer from Twilio: {type(exc).__name__}") from None
         return Sent(provider_id=str(created.sid), delivery_status=created.status)
 
     def find_sent(self, message: OutgoingMessage, since: datetime) -> str | None:
         """Ask Twilio whether it has this message: one to the same number with the same text,
-        sent since shortly before the attempt began."""
+        created since shortly before the attempt began.
+
+        Filtered by number only: a message still queued at Twilio (a Messaging Service holds
+        them) has no send date yet, so a DateSent filter would miss it and cause a resend.
+        """
+        after = since - timedelta(minutes=1)
         try:
-            found = self.client.messages.list(
-                to=message.to,
-                # The client writes this as UTC whatever zone it is given, so give it UTC.
-                date_sent_after=(since - timedelta(minutes=1)).astimezone(UTC),
-                limit=200,
-            )
+            recent = self.client.messages.list(to=message.to, limit=RECONCILE_LOOKBACK)
         except TwilioRestException as exc:
             raise TransientError(f"Twilio could not list messages: {exc.status}") from None
         except requests.exceptions.RequestException as exc:
             raise TransientError(f"could not reach Twilio: {type(exc).__name__}") from None
-        for candidate in found:
-            if candidate.body == message.body:
+        for candidate in recent:
+            created = candidate.date_created
+            if candidate.body == message.body and (created is None or created >= after):
                 return str(candidate.sid)
         return None
 
 
-def _maybe_sent(exc: requests.exceptions.ConnectionError) -> bool:
-    """A connection that broke after the request was written may have delivered it."""
-    text = repr(exc)
-    return "RemoteDisconnected" in text or "ConnectionResetError" in text
+def _never_sent(exc: requests.exceptions.RequestException) -> bool:
+    """Only failures to connect prove the request never left: no connection, no name, a
+    connect timeout, a failed TLS handshake."""
+    if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError)):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, NewConnectionError)
 
 
 def _error(exc: TwilioRestException) -> DeliveryError:
@@ -114,7 +123,8 @@ def _error(exc: TwilioRestException) -> DeliveryError:
         return TransientError(f"Twilio answered {exc.status}", code=code or str(exc.status))
     if exc.code in PERMANENT_CODES:
         return PermanentError(PERMANENT_CODES[exc.code], code=code)
-    if exc.status in (401, 403):
-        # Our credentials, not the patient's number: keep the reminder and let staff see it.
-        return TransientError("Twilio refused our credentials", code=code or str(exc.status))
+    if exc.status in (401, 403) or exc.code in CONFIGURATION_CODES:
+        return ConfigurationError(
+            f"Twilio refused our account settings ({exc.status})", code=code or str(exc.status)
+        )
     return PermanentError(f"Twilio refused the message ({exc.status})", code=code)
