@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session, sessionmaker
 # the worker and beat all share one file under `reminders up`; without a wait they would fail
 # with "database is locked" whenever two of them write at once.
 SQLITE_BUSY_TIMEOUT_MS = 15_000
-IMMEDIATE = "reminders_sqlite_immediate"
 
 
 def make_engine(url: str) -> Engine:
@@ -30,22 +29,10 @@ def make_engine(url: str) -> Engine:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(parsed, hide_parameters=True)
     event.listen(engine, "connect", _configure_sqlite_connection)
-    event.listen(engine, "begin", _begin_immediate)
     return engine
 
 
-def _begin_immediate(connection: Any) -> None:
-    # A transaction opened by `locked_scope` takes SQLite's write lock when it begins, not at
-    # its first write: a worker that reads a reminder's state and then records an outcome must
-    # not find another process changed the row in between (PostgreSQL gets this from
-    # SELECT ... FOR UPDATE). Others begin as SQLite always does, so readers do not queue.
-    immediate = connection.get_execution_options().get(IMMEDIATE, False)
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-
 def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
-    # pysqlite would otherwise issue its own deferred BEGIN; `_begin_immediate` does instead.
-    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
         # SQLite ignores foreign keys unless asked, per connection; without this a reminder
@@ -74,7 +61,11 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
 @contextmanager
 def locked_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
     """Like `session_scope`, for a read-then-write that must not interleave with another
-    process's: on SQLite the transaction holds the write lock from its start."""
+    process's: PostgreSQL gets that from the caller's SELECT ... FOR UPDATE; on SQLite the
+    transaction takes the write lock as it begins (BEGIN IMMEDIATE) rather than at its first
+    write, by which time another process may have changed what it read."""
     with factory() as session, session.begin():
-        session.connection(execution_options={IMMEDIATE: True})
+        connection = session.connection()
+        if connection.dialect.name == "sqlite":
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
         yield session
