@@ -105,6 +105,21 @@ class PlannedReminder:
     safety_critical: bool
     is_correction: bool = False
 
+    @classmethod
+    def of(
+        cls, rule: Rule, channel: str, at: datetime, timing: Timing, *, correction: bool = False
+    ) -> PlannedReminder:
+        return cls(
+            rule=rule.id,
+            channel=channel,
+            send_at=at,
+            deadline=timing.deadline,
+            expires=timing.expires,
+            template=(rule.correction or rule.template) if correction else rule.template,
+            safety_critical=rule.safety_critical,
+            is_correction=correction,
+        )
+
 
 @dataclass
 class Schedule:
@@ -253,16 +268,7 @@ def compute_schedule(
             if at is None:
                 continue
             placed.setdefault(rule.id, []).extend(
-                PlannedReminder(
-                    rule=rule.id,
-                    channel=channel,
-                    send_at=at,
-                    deadline=timing.deadline,
-                    expires=timing.expires,
-                    template=rule.template,
-                    safety_critical=rule.safety_critical,
-                )
-                for channel in wanted
+                PlannedReminder.of(rule, channel, at, timing) for channel in wanted
             )
     schedule.warnings.extend(plan_warnings)
     shown = facts.starts_at.astimezone(facts.zone)
@@ -368,16 +374,7 @@ def plan_corrections(
         message = f"{rule.title}: the patient already has the old instruction; "
         if at < timing.expires:
             schedule.reminders.append(
-                PlannedReminder(
-                    rule=rule.id,
-                    channel=channel,
-                    send_at=at,
-                    deadline=timing.deadline,
-                    expires=timing.expires,
-                    template=rule.correction,
-                    safety_critical=rule.safety_critical,
-                    is_correction=True,
-                )
+                PlannedReminder.of(rule, channel, at, timing, correction=True)
             )
             message += "a correction is being sent. Please check they have seen it."
         else:
