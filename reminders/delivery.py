@@ -308,6 +308,15 @@ def prepare(
     """The messages to send for reminders now held in `sending`; the rest are skipped or
     cancelled here, with their reason."""
     reminders = _load(session, ids)
+    # Wait for a reschedule or cancellation of these enrolments that is under way (it holds
+    # the enrolment row FOR UPDATE) and read what it committed: otherwise a reminder it is
+    # superseding could still go out with its old text (PostgreSQL; SQLite has one writer).
+    session.scalars(
+        select(models.Enrolment)
+        .where(models.Enrolment.id.in_({r.enrolment_id for r in reminders}))
+        .with_for_update(read=True)
+        .execution_options(populate_existing=True)
+    ).all()
     opted_out = _opted_out(session, reminders)
     ready = []
     for reminder in reminders:

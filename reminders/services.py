@@ -333,6 +333,7 @@ def reschedule(
     actor: str,
 ) -> EnrolResult:
     """Move the procedure; every pending reminder follows, and corrections go where needed."""
+    session.refresh(row, with_for_update=True)
     enrolment = as_enrolment(row).with_changes(date=date, time=time)
     starts_at = localize(date, time, enrolment.timezone).astimezone(UTC)
     if starts_at <= now:
@@ -344,6 +345,8 @@ def _close(
     session: Session, row: models.Enrolment, status: str, now: datetime, actor: str, *,
     action: str, phases: tuple[str, ...], protocol_rules: Mapping[str, str], reason: str,
 ) -> None:  # fmt: skip
+    # Held until commit: a worker preparing this enrolment's reminders waits, then sees this.
+    session.refresh(row, with_for_update=True)
     if row.status != models.ENROLMENT_ACTIVE:
         raise EnrolmentClosed(f"enrolment {row.booking_ref} is already {row.status}")
     session.flush()
