@@ -455,3 +455,36 @@ def sweep(
                 reminder.send_at = now
                 resent += 1
     return {"requeued": requeued, "found": found, "resent": resent, "unsure": unsure}
+
+
+# Twilio's message statuses, as the delivery_status we keep, and how far along each is: a
+# receipt only ever moves a message forward, so a late or replayed "sent" never overwrites
+# "delivered". Final statuses share the last rank.
+_TWILIO_STATUS = {
+    "accepted": "queued", "scheduled": "queued", "queued": "queued", "sending": "queued",
+    "sent": "sent", "delivered": "delivered", "read": "delivered",
+    "undelivered": "undelivered", "failed": "failed", "canceled": "failed",
+}  # fmt: skip
+_RANK = {None: -1, "queued": 0, "sent": 1, "delivered": 2, "undelivered": 2, "failed": 2}
+
+
+def record_status(
+    session: Session, provider_id: str, twilio_status: str, error_code: str | None
+) -> bool:
+    """Apply a delivery receipt to the message with this provider id; True if it changed."""
+    status = _TWILIO_STATUS.get(twilio_status)
+    reminder = session.scalar(select(R).where(R.provider_id == provider_id).with_for_update())
+    if status is None or reminder is None:
+        return False
+    if _RANK[status] <= _RANK[reminder.delivery_status]:
+        return False
+    reminder.delivery_status = status
+    if status in ("undelivered", "failed"):
+        reminder.error_code = error_code
+        reminder.error_message = f"the handset did not receive it ({status})"
+        _attention(
+            session, reminder, "delivery-failed",
+            f"{reminder.rule} ({reminder.channel}) was not delivered: {status}"
+            + (f" (code {error_code})" if error_code else ""),
+        )  # fmt: skip
+    return True

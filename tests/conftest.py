@@ -23,6 +23,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
+from world import World, make_world
 
 from reminders.config import Config
 from reminders.db import make_engine, make_sessionmaker
@@ -213,3 +214,9 @@ def delivery_env(
         "TWILIO_BASE_URL": fake_twilio.base_url,
         **fake_smtp.env,
     }
+
+
+@pytest.fixture
+def w(db_engine: Engine, delivery_env: dict[str, str]) -> World:
+    """The delivery world (tests/world.py) on each database, pointing at the fakes."""
+    return make_world(db_engine, delivery_env)

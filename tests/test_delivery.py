@@ -5,100 +5,19 @@ real Celery workers and Redis.)"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from email.message import EmailMessage
-from zoneinfo import ZoneInfo
 
-import pytest
 from fakes.smtp import FakeSmtp
 from fakes.twilio import FakeTwilio
 from sqlalchemy import select
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, sessionmaker
+from world import EMAIL, PHONE, World
 
 from reminders import delivery, models, services
 from reminders.config import Config
-from reminders.db import make_sessionmaker, session_scope
-from reminders.enrolment import Enrolment
+from reminders.db import session_scope
 from reminders.settings import Settings
 from reminders.transports import OutgoingMessage, Sent
-
-PHONE = "+447911100010"
-EMAIL = "megan.price@example.org"
-
-
-class Clock:
-    """The time the delivery code sees; tests move it on instead of waiting."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC).replace(microsecond=0)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-@dataclass
-class World:
-    """The database, the configuration pointing at the fakes, the transports and the clock that
-    every delivery test works with, and the few things each test does with them."""
-
-    factory: sessionmaker[Session]
-    config: Config
-    transports: delivery.Transports
-    clock: Clock
-
-    def enrol(self, *, config: Config | None = None, **fields: object) -> int:
-        """A sacroplasty three hours from now, without sedation: its booking, transport and
-        day-before messages are all due at once."""
-        start = (self.clock.now + timedelta(hours=3)).astimezone(UTC)
-        values: dict[str, object] = dict(
-            name="Megan Price", procedure="sacroplasty", date=start.date(), time=start.time(),
-            timezone=ZoneInfo("UTC"), booking_ref="BK-2001", phone=PHONE, email=EMAIL,
-            sedation=False,
-        )  # fmt: skip
-        values.update(fields)
-        with session_scope(self.factory) as session:
-            result = services.enrol(
-                session, config or self.config, Enrolment(**values),  # type: ignore[arg-type]
-                now=self.clock.now, actor="alice",
-            )  # fmt: skip
-            return result.enrolment.id
-
-    def deliver(
-        self, *, config: Config | None = None, transports: delivery.Transports | None = None
-    ) -> dict[str, int]:
-        """One dispatcher round and the sends it queues, in this process."""
-        with session_scope(self.factory) as session:
-            ids = delivery.claim_due(session, self.clock.now)
-        return delivery.send_reminders(
-            self.factory, config or self.config, transports or self.transports, ids,
-            clock=self.clock,
-        )  # fmt: skip
-
-    def reminders(self, *states: str) -> list[models.Reminder]:
-        with session_scope(self.factory) as session:
-            query = select(models.Reminder).order_by(models.Reminder.id)
-            if states:
-                query = query.where(models.Reminder.state.in_(states))
-            return list(session.scalars(query))
-
-    def due_now(self) -> list[models.Reminder]:
-        return [r for r in self.reminders("scheduled") if r.send_at <= self.clock.now]
-
-
-@pytest.fixture
-def w(db_engine: Engine, delivery_env: dict[str, str]) -> World:
-    config = Config.load(Settings.from_env(delivery_env))
-    return World(
-        make_sessionmaker(db_engine),
-        config,
-        delivery.Transports.from_settings(config.settings),
-        Clock(),
-    )
 
 
 def test_due_reminders_reach_twilio_and_the_mail_server_once(

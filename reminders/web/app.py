@@ -13,6 +13,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from reminders import logs
 from reminders.db import make_engine, make_sessionmaker
 from reminders.settings import Settings
+from reminders.web import webhooks
 from reminders.web.health import ReminderCollector, broker, health
 
 
@@ -33,6 +34,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="reminders", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.settings = settings
     app.state.sessions = sessions
+
+    app.include_router(webhooks.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:

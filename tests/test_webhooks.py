@@ -1,0 +1,103 @@
+"""Twilio's status callbacks, signed with the twilio package as Twilio signs them, posted to
+the app: delivery status moves forward only, and nothing changes without a valid signature."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+import pytest
+from fakes.twilio import FakeTwilio
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from twilio.request_validator import RequestValidator
+from world import PHONE, World
+
+from reminders import models
+from reminders.db import session_scope
+from reminders.web.app import create_app
+
+URL = "https://reminders.example.org/webhooks/twilio/status"
+
+
+@pytest.fixture
+def client(w: World) -> TestClient:
+    return TestClient(create_app(w.config.settings))
+
+
+def post(client: TestClient, params: dict[str, str], *, token: str | None, url: str = URL) -> int:
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    if token is not None:
+        headers["X-Twilio-Signature"] = RequestValidator(token).compute_signature(url, params)
+    response = client.post("/webhooks/twilio/status", content=urlencode(params), headers=headers)
+    return response.status_code
+
+
+def sent_sms(w: World) -> models.Reminder:
+    w.enrol(email=None)
+    w.deliver()
+    return next(r for r in w.reminders("sent") if r.rule == "booking-confirmation")
+
+
+def receipt(sid: str, status: str, **extra: str) -> dict[str, str]:
+    return {"MessageSid": sid, "MessageStatus": status, "To": PHONE, "AccountSid": "AC" + "0" * 32,
+            "SmsStatus": status, **extra}  # fmt: skip
+
+
+def status_of(w: World, reminder_id: int) -> tuple[str | None, str | None]:
+    with session_scope(w.factory) as session:
+        row = session.get(models.Reminder, reminder_id)
+        assert row is not None
+        return row.delivery_status, row.error_code
+
+
+def test_receipts_move_status_forward_only(
+    w: World, client: TestClient, fake_twilio: FakeTwilio
+) -> None:
+    reminder = sent_sms(w)
+    assert reminder.delivery_status == "queued"
+    sid, token = reminder.provider_id or "", fake_twilio.auth_token
+    assert post(client, receipt(sid, "sent"), token=token) == 204
+    assert status_of(w, reminder.id) == ("sent", None)
+    assert post(client, receipt(sid, "delivered"), token=token) == 204
+    assert status_of(w, reminder.id) == ("delivered", None)
+    # Replayed and out of order: a late "sent" or "queued" never overwrites "delivered".
+    for late in ("sent", "queued", "delivered"):
+        assert post(client, receipt(sid, late), token=token) == 204
+        assert status_of(w, reminder.id) == ("delivered", None)
+
+
+def test_an_undelivered_message_is_recorded_for_staff(
+    w: World, client: TestClient, fake_twilio: FakeTwilio
+) -> None:
+    reminder = sent_sms(w)
+    params = receipt(reminder.provider_id or "", "undelivered", ErrorCode="30003")
+    assert post(client, params, token=fake_twilio.auth_token) == 204
+    assert status_of(w, reminder.id) == ("undelivered", "30003")
+    with session_scope(w.factory) as session:
+        items = session.scalars(select(models.AttentionItem)).all()
+        assert [i.kind for i in items] == ["delivery-failed"]
+        assert "was not delivered: undelivered (code 30003)" in items[0].message
+
+
+@pytest.mark.parametrize(
+    ("token", "url"),
+    [
+        (None, URL),  # no signature at all
+        ("0" * 32, URL),  # signed with someone else's token
+        ("OURS", "https://elsewhere.example.org/webhooks/twilio/status"),  # for another URL
+    ],
+)
+def test_a_forged_or_missing_signature_is_refused_and_changes_nothing(
+    w: World, client: TestClient, fake_twilio: FakeTwilio, token: str | None, url: str
+) -> None:
+    reminder = sent_sms(w)
+    signer = fake_twilio.auth_token if token == "OURS" else token
+    params = receipt(reminder.provider_id or "", "delivered")
+    assert post(client, params, token=signer, url=url) == 403
+    assert status_of(w, reminder.id) == ("queued", None)
+
+
+def test_a_receipt_for_an_unknown_message_is_acknowledged(
+    w: World, client: TestClient, fake_twilio: FakeTwilio
+) -> None:
+    assert post(client, receipt("SM" + "f" * 32, "delivered"), token=fake_twilio.auth_token) == 204
