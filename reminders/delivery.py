@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from reminders import ics, models
+from reminders import ics, models, replies
 from reminders.clock import in_window, next_opening
 from reminders.config import Config
 from reminders.db import locked_scope, session_scope
@@ -294,6 +294,9 @@ def record_outcome(
             reminder.send_at = retry_at
             return
     reminder.move_to("failed")
+    if outcome.code == "21610" and reminder.destination:
+        # The patient replied STOP at the carrier: honour it for every later reminder too.
+        replies.opt_out(session, "sms", reminder.destination, source="Twilio 21610", now=now)
     what = "could not be sent" if outcome.permanent else "could not be sent in time"
     _attention(
         session, reminder, "delivery-failed",

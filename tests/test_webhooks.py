@@ -101,3 +101,74 @@ def test_a_receipt_for_an_unknown_message_is_acknowledged(
     w: World, client: TestClient, fake_twilio: FakeTwilio
 ) -> None:
     assert post(client, receipt("SM" + "f" * 32, "delivered"), token=fake_twilio.auth_token) == 204
+
+
+INBOUND = "https://reminders.example.org/webhooks/twilio/inbound"
+
+
+def inbound(client: TestClient, token: str, body: str, **extra: str) -> tuple[int, str]:
+    params = {"From": PHONE, "To": "+447911199999", "Body": body, "MessageSid": "SM" + "1" * 32,
+              **extra}  # fmt: skip
+    signature = RequestValidator(token).compute_signature(INBOUND, params)
+    response = client.post(
+        "/webhooks/twilio/inbound",
+        content=urlencode(params),
+        headers={"Content-Type": "application/x-www-form-urlencoded",
+                 "X-Twilio-Signature": signature},
+    )  # fmt: skip
+    return response.status_code, response.text
+
+
+def test_stop_then_a_due_reminder_goes_by_email_only_and_start_brings_sms_back(
+    w: World, client: TestClient, fake_twilio: FakeTwilio
+) -> None:
+    token = fake_twilio.auth_token
+    status, twiml = inbound(client, token, "Stop")
+    assert status == 200 and twiml.endswith("<Response></Response>")  # Twilio confirms STOP
+    w.enrol()
+    w.deliver()
+    assert fake_twilio.messages_to(PHONE) == []
+    assert {r.channel for r in w.reminders("sent")} == {"email"}
+    assert {r.cancel_reason for r in w.reminders("skipped")} == {"opted out"}
+
+    assert inbound(client, token, "START")[0] == 200
+    w.enrol(booking_ref="BK-2009")
+    w.deliver()
+    assert len(fake_twilio.messages_to(PHONE)) == 3
+
+
+def test_help_is_answered_with_the_units_contact(w: World, client: TestClient,
+                                                 fake_twilio: FakeTwilio) -> None:  # fmt: skip
+    status, twiml = inbound(client, fake_twilio.auth_token, "help")
+    assert status == 200
+    assert "<Message>Pain Management Unit, Example General Hospital: call 020 7946 0000" in twiml
+
+
+def test_a_free_text_reply_is_kept_for_staff(w: World, client: TestClient,
+                                             fake_twilio: FakeTwilio) -> None:  # fmt: skip
+    w.enrol(email=None)
+    assert inbound(client, fake_twilio.auth_token, "Can I bring my daughter?")[0] == 200
+    with session_scope(w.factory) as session:
+        (item,) = session.scalars(select(models.AttentionItem)).all()
+        assert item.kind == "reply" and item.enrolment_id is not None
+        assert item.message == "Patient replied: Can I bring my daughter?"
+
+
+def test_an_unsigned_inbound_message_changes_nothing(w: World, client: TestClient) -> None:
+    response = client.post(
+        "/webhooks/twilio/inbound",
+        content=urlencode({"From": PHONE, "Body": "STOP"}),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 403
+    with session_scope(w.factory) as session:
+        assert session.scalars(select(models.OptOut)).all() == []
+
+
+def test_21610_from_twilio_opts_the_number_out(w: World, fake_twilio: FakeTwilio) -> None:
+    fake_twilio.fail_to[PHONE] = 21610
+    w.enrol(email=None)
+    w.deliver()
+    with session_scope(w.factory) as session:
+        (opt_out,) = session.scalars(select(models.OptOut)).all()
+        assert (opt_out.channel, opt_out.destination) == ("sms", PHONE)

@@ -12,6 +12,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from reminders import logs
 from reminders.db import make_engine, make_sessionmaker
+from reminders.protocols import load_unit
 from reminders.settings import Settings
 from reminders.web import webhooks
 from reminders.web.health import ReminderCollector, broker, health
@@ -33,6 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="reminders", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.settings = settings
+    app.state.unit = load_unit(settings.config_dir / "unit.yaml")
     app.state.sessions = sessions
 
     app.include_router(webhooks.router)

@@ -8,8 +8,9 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Request, Response
 from twilio.request_validator import RequestValidator
 
-from reminders import delivery
+from reminders import delivery, replies
 from reminders.db import session_scope
+from reminders.models import utcnow
 from reminders.settings import Settings
 
 router = APIRouter()
@@ -44,3 +45,24 @@ async def twilio_status(request: Request) -> Response:
             form.get("ErrorCode") or None,
         )
     return Response(status_code=204)
+
+
+INBOUND_PATH = "/webhooks/twilio/inbound"
+
+
+@router.post(INBOUND_PATH, include_in_schema=False)
+async def twilio_inbound(request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    form = await signed_form(request, settings, INBOUND_PATH)
+    if form is None:
+        return Response("Forbidden", status_code=403, media_type="text/plain")
+    with session_scope(request.app.state.sessions) as session:
+        answer = replies.handle_inbound(
+            session,
+            request.app.state.unit,
+            sender=form.get("From", ""),
+            body=form.get("Body", ""),
+            opt_out_type=form.get("OptOutType") or None,
+            now=utcnow(),
+        )
+    return Response(answer.twiml, media_type="application/xml")
