@@ -22,10 +22,11 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from reminders import ics, models, replies
+from reminders import escalation, ics, models, replies
 from reminders.clock import in_window, next_opening
 from reminders.config import Config
 from reminders.db import locked_scope, session_scope
+from reminders.services import email_instead
 from reminders.settings import Settings
 from reminders.transports import (
     AmbiguousError,
@@ -33,6 +34,7 @@ from reminders.transports import (
     ConfigurationError,
     DeliveryError,
     OutgoingMessage,
+    PermanentError,
     Sent,
     Transport,
 )
@@ -353,6 +355,21 @@ def _window_opening(reminder: models.Reminder, config: Config, now: datetime) ->
     return next_opening(now, config.window, zone)
 
 
+def _email_instead(
+    session: Session, config: Config, reminder: models.Reminder, now: datetime
+) -> None:
+    fallback = email_instead(session, config, reminder, now)
+    has_email = reminder.enrolment.patient.email is not None
+    note = (
+        "The same message is being sent by email instead."
+        if fallback is not None
+        else "The patient gets this message by email too."
+        if has_email
+        else "There is no email address to use instead."
+    )
+    _attention(session, reminder, "fallback", f"{reminder.rule}: the text failed. {note}")
+
+
 def _send(transport: Transport, message: OutgoingMessage) -> Sent | DeliveryError:
     try:
         return transport.send(message)
@@ -400,6 +417,8 @@ def send_reminders(
                 continue
             transport = transports.for_channel(message.channel).name
             record_outcome(session, reminder, result, transport, now)
+            if isinstance(result, PermanentError) and reminder.channel == "sms":
+                _email_instead(session, config, reminder, now)
             key = "sent" if isinstance(result, Sent) else type(result).__name__
             counts[key] = counts.get(key, 0) + 1
     return counts
@@ -457,7 +476,12 @@ def sweep(
                 reminder.move_to("scheduled")
                 reminder.send_at = now
                 resent += 1
-    return {"requeued": requeued, "found": found, "resent": resent, "unsure": unsure}
+    with session_scope(factory) as session:
+        escalated = escalation.escalate(session, now)
+    return {
+        "requeued": requeued, "found": found, "resent": resent, "unsure": unsure,
+        "escalated": escalated,
+    }  # fmt: skip
 
 
 # Twilio's message statuses, as the delivery_status we keep, and how far along each is: a

@@ -386,3 +386,29 @@ def complete(
         session, row, models.ENROLMENT_COMPLETED, now, actor,
         action="complete", phases=("before",), protocol_rules=rules, reason="procedure done",
     )  # fmt: skip
+
+
+def email_instead(
+    session: Session, config: Config, reminder: models.Reminder, now: datetime
+) -> models.Reminder | None:
+    """After an SMS fails for good, the same instruction by email, once, if the patient has an
+    address and is not already getting this one by email. Returns the new reminder, if any."""
+    row = reminder.enrolment
+    if not row.patient.email or row.status == models.ENROLMENT_CANCELLED:
+        return None
+    if now >= reminder.expires_at:
+        return None
+    live = ("scheduled", "queued", "sending", "sent")
+    if any(r.rule == reminder.rule and r.channel == "email" and r.state in live
+           for r in row.reminders):  # fmt: skip
+        return None
+    protocol = config.protocols[row.procedure]
+    facts = facts_for(protocol, as_enrolment(row), row.enrolled_at)
+    planned = PlannedReminder(
+        rule=reminder.rule, channel="email", send_at=now, deadline=reminder.deadline,
+        expires=reminder.expires_at, template=reminder.template,
+        safety_critical=reminder.safety_critical, is_correction=reminder.is_correction,
+    )  # fmt: skip
+    fallback = _reminder_row(config, Schedule(facts), planned, row.schedule_version)
+    row.reminders.append(fallback)
+    return fallback

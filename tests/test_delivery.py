@@ -5,6 +5,7 @@ real Celery workers and Redis.)"""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 
@@ -153,8 +154,11 @@ def test_permanent_errors_are_recorded_for_staff_and_never_retried(
     assert fake_twilio.requests["create"] == 3
     with session_scope(w.factory) as session:
         items = session.scalars(select(models.AttentionItem)).all()
-        assert [i.kind for i in items] == ["delivery-failed"] * 3
-        assert "invalid 'To' phone number (code 21211)" in items[0].message
+        failed = [i for i in items if i.kind == "delivery-failed"]
+        assert len(failed) == 3
+        assert "invalid 'To' phone number (code 21211)" in failed[0].message
+        notes = {i.message.split(": ", 1)[1] for i in items if i.kind == "fallback"}
+        assert notes == {"the text failed. There is no email address to use instead."}
 
 
 def test_a_timeout_after_twilio_accepted_is_settled_without_a_second_message(
@@ -173,7 +177,7 @@ def test_a_timeout_after_twilio_accepted_is_settled_without_a_second_message(
     assert delivery.sweep(w.factory, w.config, w.transports, clock=w.clock)["found"] == 0
     w.clock.advance(seconds=6)
     swept = delivery.sweep(w.factory, w.config, w.transports, clock=w.clock)
-    assert swept == {"requeued": 0, "found": 1, "resent": 1, "unsure": 0}
+    assert swept == {"requeued": 0, "found": 1, "resent": 1, "unsure": 0, "escalated": 0}
     w.deliver()
     assert len(w.reminders("sent")) == 3
     bodies = [m["body"] for m in fake_twilio.messages]
@@ -289,3 +293,57 @@ def test_wrong_credentials_keep_reminders_waiting_and_tell_staff_once(
         items = session.scalars(select(models.AttentionItem)).all()
         assert [i.kind for i in items] == ["configuration"]
         assert items[0].message.startswith("SMS is not being sent: Twilio refused our account")
+
+
+def test_a_safety_critical_instruction_not_delivered_by_its_deadline_goes_on_the_call_list(
+    w: World, fake_twilio: FakeTwilio
+) -> None:
+    # Fasting instructions for a sedated patient with only a mobile, which Twilio refuses.
+    fake_twilio.fail_to[PHONE] = 21211
+    w.enrol(email=None, sedation=True)
+    w.deliver()
+    fasting = next(r for r in w.reminders() if r.rule == "fasting")
+    assert fasting.state == "failed" and fasting.deadline < w.clock.now
+    assert delivery.sweep(w.factory, w.config, w.transports, clock=w.clock)["escalated"] == 1
+    assert delivery.sweep(w.factory, w.config, w.transports, clock=w.clock)["escalated"] == 0
+    with session_scope(w.factory) as session:
+        calls = session.scalars(
+            select(models.AttentionItem).where(models.AttentionItem.kind == "not-delivered")
+        ).all()
+        assert [(c.needs_call, c.message) for c in calls] == [
+            (True, "Call the patient: 'fasting' did not reach them before it was needed.")
+        ]
+
+
+def test_an_sms_refused_for_good_goes_by_email_once_and_staff_see_why(
+    w: World, fake_twilio: FakeTwilio, fake_smtp: FakeSmtp
+) -> None:
+    fake_twilio.fail_to[PHONE] = 21211
+    w.enrol()
+    # The booking confirmation's email twin is taken away, as for a rule that texts only.
+    with session_scope(w.factory) as session:
+        twin = session.scalars(
+            select(models.Reminder).where(
+                models.Reminder.rule == "booking-confirmation", models.Reminder.channel == "email"
+            )
+        ).one()
+        session.delete(twin)
+    w.deliver()
+    w.deliver()  # the email sent instead is due at once
+    emails = fake_smtp.to(EMAIL)
+    subjects = Counter(str(e["Subject"]) for e in emails)
+    assert len(emails) == 3 and set(subjects.values()) == {1}  # one each, none twice
+    confirmation = [r for r in w.reminders("sent") if r.rule == "booking-confirmation"]
+    assert [r.channel for r in confirmation] == ["email"]
+    with session_scope(w.factory) as session:
+        notes = sorted(
+            i.message
+            for i in session.scalars(
+                select(models.AttentionItem).where(models.AttentionItem.kind == "fallback")
+            )
+        )
+    assert notes == [
+        "arrange-transport: the text failed. The patient gets this message by email too.",
+        "booking-confirmation: the text failed. The same message is being sent by email instead.",
+        "day-before: the text failed. The patient gets this message by email too.",
+    ]
