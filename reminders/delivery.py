@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from reminders import escalation, ics, models, replies
+from reminders import escalation, ics, models, replies, unsubscribe
 from reminders.clock import in_window, next_opening
 from reminders.config import Config
 from reminders.db import locked_scope, session_scope
@@ -217,8 +217,21 @@ def outgoing(reminder: models.Reminder, config: Config, now: datetime) -> Outgoi
         subject=reminder.subject,
         html=reminder.body_html,
         attachments=attachments,
-        headers={"List-Unsubscribe": f"<mailto:{unsubscribe}?subject=unsubscribe>"},
+        headers=_unsubscribe_headers(config, reminder.enrolment.patient_id, unsubscribe),
     )
+
+
+def _unsubscribe_headers(config: Config, patient_id: int, mailbox: str) -> dict[str, str]:
+    """A signed one-click link (RFC 8058) where the app is reachable, and a mailto always."""
+    settings = config.settings
+    mailto = f"<mailto:{mailbox}?subject=unsubscribe>"
+    if not (settings.public_url and settings.secret_key):
+        return {"List-Unsubscribe": mailto}
+    url = unsubscribe.link(settings.public_url, settings.secret_key, patient_id)
+    return {
+        "List-Unsubscribe": f"<{url}>, {mailto}",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
 
 
 def retry_delay(attempts: int, retry_after: float | None) -> timedelta:

@@ -206,6 +206,7 @@ def delivery_env(
         "REMINDERS_BROKER_URL": redis_server.url,
         "REMINDERS_SENDING_WINDOW": "00:00-24:00",
         "REMINDERS_PUBLIC_URL": "https://reminders.example.org",
+        "REMINDERS_SECRET_KEY": "synthetic-test-secret",
         "REMINDERS_PROVIDER_TIMEOUT_SECONDS": "2",
         "REMINDERS_STUCK_AFTER_SECONDS": "5",
         "TWILIO_ACCOUNT_SID": fake_twilio.account_sid,

@@ -61,7 +61,10 @@ def test_due_reminders_reach_twilio_and_the_mail_server_once(
 
 def check_email(email: EmailMessage) -> None:
     assert email["Subject"]
-    assert email["List-Unsubscribe"] == "<mailto:painunit@example.org?subject=unsubscribe>"
+    link, mailto = str(email["List-Unsubscribe"]).split(", ")
+    assert link.startswith("<https://reminders.example.org/unsubscribe/")
+    assert mailto == "<mailto:painunit@example.org?subject=unsubscribe>"
+    assert email["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert email["Message-ID"].startswith("<reminder-")
     kinds = [part.get_content_type() for part in email.walk()]
     assert "text/plain" in kinds and "text/html" in kinds and "text/calendar" in kinds

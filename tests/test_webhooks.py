@@ -6,11 +6,12 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 import pytest
+from fakes.smtp import FakeSmtp
 from fakes.twilio import FakeTwilio
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
-from world import PHONE, World
+from world import EMAIL, PHONE, World
 
 from reminders import models
 from reminders.db import session_scope
@@ -172,3 +173,34 @@ def test_21610_from_twilio_opts_the_number_out(w: World, fake_twilio: FakeTwilio
     with session_scope(w.factory) as session:
         (opt_out,) = session.scalars(select(models.OptOut)).all()
         assert (opt_out.channel, opt_out.destination) == ("sms", PHONE)
+
+
+def unsubscribe_link(fake_smtp: FakeSmtp) -> str:
+    header = str(fake_smtp.to(EMAIL)[0]["List-Unsubscribe"])
+    return header.split(">")[0].removeprefix("<").removeprefix("https://reminders.example.org")
+
+
+def test_the_email_unsubscribe_link_confirms_then_stops_email_only(
+    w: World, client: TestClient, fake_twilio: FakeTwilio, fake_smtp: FakeSmtp
+) -> None:
+    w.enrol()
+    w.deliver()
+    path = unsubscribe_link(fake_smtp)
+    page = client.get(path)
+    assert page.status_code == 200 and 'method="post"' in page.text
+    with session_scope(w.factory) as session:
+        assert session.scalars(select(models.OptOut)).all() == []  # a GET changes nothing
+    # What a mail client's one-click unsubscribe sends (RFC 8058).
+    done = client.post(path, content="List-Unsubscribe=One-Click",
+                       headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    assert done.status_code == 200 and "unsubscribed" in done.text
+    emails_before, texts_before = len(fake_smtp.received), len(fake_twilio.messages)
+    w.enrol(booking_ref="BK-2010")
+    w.deliver()
+    assert len(fake_smtp.received) == emails_before  # no more email
+    assert len(fake_twilio.messages) == texts_before + 3  # texts carry on
+
+
+def test_a_forged_unsubscribe_link_is_refused(w: World, client: TestClient) -> None:
+    assert client.get("/unsubscribe/not-a-real-token").status_code == 404
+    assert client.post("/unsubscribe/eyJwYXRpZW50IjoxfQ.forged").status_code == 404

@@ -3,12 +3,14 @@ check and record; the rules live in `reminders.delivery`."""
 
 from __future__ import annotations
 
+from html import escape
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse
 from twilio.request_validator import RequestValidator
 
-from reminders import delivery, replies
+from reminders import delivery, models, replies, unsubscribe
 from reminders.db import session_scope
 from reminders.models import utcnow
 from reminders.settings import Settings
@@ -66,3 +68,53 @@ async def twilio_inbound(request: Request) -> Response:
             now=utcnow(),
         )
     return Response(answer.twiml, media_type="application/xml")
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en-GB"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title></head>
+<body style="font-family: Arial, sans-serif; max-width: 36em; margin: 2em auto; padding: 0 1em;">
+<h1>{title}</h1>{body}</body></html>"""
+
+
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(_PAGE.format(title=escape(title), body=body), status_code=status)
+
+
+def _patient_email(request: Request, value: str) -> tuple[int, str] | None:
+    settings: Settings = request.app.state.settings
+    patient_id = unsubscribe.patient_of(settings.secret_key or "", value)
+    if patient_id is None or not settings.secret_key:
+        return None
+    with session_scope(request.app.state.sessions) as session:
+        patient = session.get(models.Patient, patient_id)
+        return (patient_id, patient.email) if patient and patient.email else None
+
+
+@router.get("/unsubscribe/{value}", include_in_schema=False)
+def unsubscribe_page(request: Request, value: str) -> HTMLResponse:
+    """Confirm first: mail scanners follow links, and must not unsubscribe anyone."""
+    if _patient_email(request, value) is None:
+        return _page("Link not recognised", "<p>This link is not valid any more.</p>", 404)
+    return _page(
+        "Stop reminder emails",
+        "<p>You will no longer get reminder emails from us. Texts are not affected.</p>"
+        f'<form method="post" action="/unsubscribe/{escape(value)}">'
+        '<button type="submit">Stop reminder emails</button></form>',
+    )
+
+
+@router.post("/unsubscribe/{value}", include_in_schema=False)
+def unsubscribe_now(request: Request, value: str) -> HTMLResponse:
+    """The confirm button and mail clients' one-click unsubscribe (RFC 8058) both land here."""
+    found = _patient_email(request, value)
+    if found is None:
+        return _page("Link not recognised", "<p>This link is not valid any more.</p>", 404)
+    with session_scope(request.app.state.sessions) as session:
+        replies.opt_out(session, "email", found[1], source="unsubscribe link", now=utcnow())
+    return _page(
+        "You have been unsubscribed",
+        "<p>We will not send you reminder emails any more. "
+        "If this was a mistake, please call us.</p>",
+    )
