@@ -3,6 +3,7 @@ the app: delivery status moves forward only, and nothing changes without a valid
 
 from __future__ import annotations
 
+from datetime import timedelta
 from urllib.parse import urlencode
 
 import pytest
@@ -13,8 +14,9 @@ from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 from world import EMAIL, PHONE, World
 
-from reminders import models
+from reminders import delivery, models
 from reminders.db import session_scope
+from reminders.settings import Settings
 from reminders.web.app import create_app
 
 URL = "https://reminders.example.org/webhooks/twilio/status"
@@ -204,3 +206,49 @@ def test_the_email_unsubscribe_link_confirms_then_stops_email_only(
 def test_a_forged_unsubscribe_link_is_refused(w: World, client: TestClient) -> None:
     assert client.get("/unsubscribe/not-a-real-token").status_code == 404
     assert client.post("/unsubscribe/eyJwYXRpZW50IjoxfQ.forged").status_code == 404
+
+
+def test_a_medication_instruction_that_never_arrived_goes_on_the_call_list(
+    w: World, fake_twilio: FakeTwilio
+) -> None:
+    fake_twilio.fail_to[PHONE] = 21211
+    start = w.clock.now + timedelta(days=3)
+    w.enrol(email=None, date=start.date(), anticoagulant="warfarin",
+            anticoagulant_hold_days=1, anticoagulant_restart_days=0)  # fmt: skip
+    w.deliver()  # the plan message fails at once
+    w.clock.advance(days=3)
+    delivery.sweep(w.factory, w.config, w.transports, clock=w.clock)
+    with session_scope(w.factory) as session:
+        calls = session.scalars(
+            select(models.AttentionItem).where(models.AttentionItem.kind == "not-delivered")
+        ).all()
+    messages = {c.message for c in calls if c.needs_call}
+    assert "Call the patient: 'anticoagulant-plan' did not reach them before it was needed." in (
+        messages
+    )
+
+
+def test_logs_of_the_patient_side_carry_no_number_address_or_text(
+    w: World, fake_twilio: FakeTwilio, fake_smtp: FakeSmtp, delivery_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    client = TestClient(
+        create_app(Settings.from_env({**delivery_env, "REMINDERS_LOG_LEVEL": "DEBUG"}))
+    )
+    token = fake_twilio.auth_token
+    fake_twilio.fail_to["+447911100011"] = 21211
+    w.enrol()
+    w.enrol(booking_ref="BK-2011", phone="+447911100011", email="other@example.org")
+    w.deliver()
+    sent = next(r for r in w.reminders("sent") if r.channel == "sms")
+    post(client, receipt(sent.provider_id or "", "delivered"), token=token)
+    inbound(client, token, "Can I bring my daughter?")
+    inbound(client, token, "HELP")
+    inbound(client, token, "STOP")
+    client.post(unsubscribe_link(fake_smtp))
+    output = capsys.readouterr().err
+    assert "webhooks/twilio" in output or "reminder " in output  # there were logs to read
+    secrets = [PHONE, PHONE.removeprefix("+"), "+447911100011", EMAIL, "other@example.org",
+               "Can I bring my daughter?", sent.body[:40]]  # fmt: skip
+    for secret in secrets:
+        assert secret not in output, secret
