@@ -207,7 +207,7 @@ def test_long_sms_is_a_configuration_error(config: Config, templates: Path) -> N
 def test_included_parts_count_for_the_version_and_the_fingerprint(
     config: Config, templates: Path
 ) -> None:
-    (templates / "en-GB" / "_parts").mkdir()
+    (templates / "en-GB" / "_parts").mkdir(exist_ok=True)
     part = templates / "en-GB" / "_parts" / "when.txt"
     part.write_text("on {{ procedure_day }}")
     (templates / "en-GB" / "dressing" / "sms.txt").write_text(

@@ -33,12 +33,14 @@ async def signed_form(request: Request, settings: Settings, path: str) -> dict[s
     return form
 
 
+FORBIDDEN = Response("Forbidden", status_code=403, media_type="text/plain")
+
+
 @router.post(STATUS_PATH, include_in_schema=False)
 async def twilio_status(request: Request) -> Response:
-    settings: Settings = request.app.state.settings
-    form = await signed_form(request, settings, STATUS_PATH)
+    form = await signed_form(request, request.app.state.settings, STATUS_PATH)
     if form is None:
-        return Response("Forbidden", status_code=403, media_type="text/plain")
+        return FORBIDDEN
     with session_scope(request.app.state.sessions) as session:
         delivery.record_status(
             session,
@@ -54,10 +56,9 @@ INBOUND_PATH = "/webhooks/twilio/inbound"
 
 @router.post(INBOUND_PATH, include_in_schema=False)
 async def twilio_inbound(request: Request) -> Response:
-    settings: Settings = request.app.state.settings
-    form = await signed_form(request, settings, INBOUND_PATH)
+    form = await signed_form(request, request.app.state.settings, INBOUND_PATH)
     if form is None:
-        return Response("Forbidden", status_code=403, media_type="text/plain")
+        return FORBIDDEN
     with session_scope(request.app.state.sessions) as session:
         answer = replies.handle_inbound(
             session,
