@@ -6,12 +6,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import NoReturn
 
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
+from reminders.accounts import AccountError
 from reminders.enrolment import FIELDS, InvalidEnrolment, parse_fields
 from reminders.services import EnrolmentRefused
 from reminders.settings import ConfigError
@@ -159,6 +162,49 @@ def cmd_enrol(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextmanager
+def _database_session() -> Iterator[Session]:
+    """A committed unit of work on the configured database, once its schema is current."""
+    from reminders.db import make_engine, make_sessionmaker, session_scope
+    from reminders.migrate import check_current
+    from reminders.settings import Settings
+
+    url = Settings.from_env().database_url
+    check_current(url)
+    engine = make_engine(url)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    from reminders.accounts import add_user
+
+    if not args.password_stdin:
+        raise UsageError("give the password on standard input with --password-stdin")
+    # One line: what a person types, or what `echo` or a password manager pipes in.
+    password = sys.stdin.readline().rstrip("\r\n")
+    with _database_session() as session:
+        user = add_user(
+            session, email=args.email, password=password, role=args.role,
+            now=_now(None), actor="cli",
+        )  # fmt: skip
+        print(f"{user.email} can now log in as {user.role}")
+    return 0
+
+
+def cmd_token_add(args: argparse.Namespace) -> int:
+    from reminders.accounts import add_token
+
+    with _database_session() as session:
+        new = add_token(session, name=args.name, now=_now(None), actor="cli")
+    print(new.secret)
+    print("Keep this token safe: it is shown only once.", file=sys.stderr)
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from reminders.up import run
 
@@ -183,6 +229,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_enrolment_options(enrol, name_required=True)
     enrol.add_argument("--booking-ref", dest="booking_ref")
     enrol.add_argument("--language")
+
+    user = commands.add_parser("user", help="staff accounts").add_subparsers(
+        dest="user_command", required=True, parser_class=_Parser
+    )
+    user_add = user.add_parser("add", help="add a member of staff who can log in")
+    user_add.add_argument("--email", required=True)
+    user_add.add_argument("--role", required=True, choices=("staff", "admin"))
+    user_add.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    token = commands.add_parser("token", help="API tokens for booking systems").add_subparsers(
+        dest="token_command", required=True, parser_class=_Parser
+    )
+    token_add = token.add_parser("add", help="create an API token and print it once")
+    token_add.add_argument("--name", required=True, help="which booking system will use it")
     return parser
 
 
@@ -192,6 +253,8 @@ _COMMANDS = {
     "preview": cmd_preview,
     "migrate": cmd_migrate,
     "enrol": cmd_enrol,
+    "user": cmd_user_add,
+    "token": cmd_token_add,
 }
 
 
@@ -199,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
-    except (UsageError, ConfigError, EnrolmentRefused) as exc:
+    except (UsageError, ConfigError, EnrolmentRefused, AccountError) as exc:
         message = str(exc)
     except InvalidEnrolment as exc:
         message = "; ".join(exc.problems)
@@ -211,9 +274,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         message = f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
     first, *rest = message.splitlines() or [""]
-    print(f"reminders {args.command}: {first}", file=sys.stderr)
+    command = " ".join(
+        getattr(args, key) for key in ("command", "user_command", "token_command")
+        if getattr(args, key, None)
+    )  # fmt: skip
+    print(f"reminders {command}: {first}", file=sys.stderr)
     for line in rest:  # a config file with several problems: one line each, all shown
-        print(f"reminders {args.command}: {line}", file=sys.stderr)
+        print(f"reminders {command}: {line}", file=sys.stderr)
     return EXIT_USAGE
 
 

@@ -340,3 +340,79 @@ class PurgedTotal(Base):
     channel: Mapped[str] = mapped_column(String(8))
     transport: Mapped[str] = mapped_column(String(16))  # "none" when it never reached one
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+ROLES = ("staff", "admin")
+
+
+class User(Base):
+    """A member of staff who logs in to the web app."""
+
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint(_one_of("role", ROLES), name="role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))  # argon2id, with its parameters
+    role: Mapped[str] = mapped_column(String(16), default="staff", server_default="staff")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Failed logins in a row, and the last one: each further attempt waits longer.
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    last_failed_at: Mapped[datetime | None] = mapped_column()
+    # Sessions that began before this are no longer accepted (log out, password change).
+    sessions_valid_after: Mapped[datetime | None] = mapped_column()
+
+
+class ApiToken(Base):
+    """A bearer token for a booking system. Only its SHA-256 is kept: the token is shown once."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+IMPORT_STATUSES = ("running", "finished", "unusable")
+
+
+class ImportRun(Base):
+    """A CSV uploaded through the staff pages: its progress while it runs, and its report."""
+
+    __tablename__ = "import_runs"
+    __table_args__ = (CheckConstraint(_one_of("status", IMPORT_STATUSES), name="status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    started_by: Mapped[str] = mapped_column(String(320))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()
+    status: Mapped[str] = mapped_column(String(16), default="running", server_default="running")
+    total_bytes: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    done_bytes: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    landed: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    refused: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    problem: Mapped[str | None] = mapped_column(Text)  # why the file itself was unusable
+
+    refusals: Mapped[list[ImportRefusal]] = relationship(
+        order_by=lambda: ImportRefusal.line, cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class ImportRefusal(Base):
+    """One refused row of an upload, as it was given, with the reason: patient data, so purged
+    with the run."""
+
+    __tablename__ = "import_refusals"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("import_runs.id", ondelete="CASCADE"), index=True
+    )
+    line: Mapped[int] = mapped_column(Integer)
+    booking_ref: Mapped[str | None] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+    row: Mapped[str] = mapped_column(Text)  # JSON object of the row's columns

@@ -31,13 +31,17 @@ def table_names(url: str) -> set[str]:
 
 def test_the_models_describe_the_tables_we_expect() -> None:
     assert sorted(APPLICATION_TABLES) == [
+        "api_tokens",
         "attention_items",
         "audit_entries",
         "enrolments",
+        "import_refusals",
+        "import_runs",
         "opt_outs",
         "patients",
         "purged_totals",
         "reminders",
+        "users",
     ]
 
 

@@ -12,9 +12,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from reminders import logs
 from reminders.db import make_engine, make_sessionmaker
-from reminders.protocols import load_unit
+from reminders.config import Config
 from reminders.settings import Settings
-from reminders.web import webhooks
+from reminders.web import api, webhooks
 from reminders.web.health import ReminderCollector, broker, health
 
 
@@ -34,10 +34,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="reminders", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.settings = settings
-    app.state.unit = load_unit(settings.config_dir / "unit.yaml")
+    app.state.config = config = Config.load(settings)
+    app.state.unit = config.unit
     app.state.sessions = sessions
 
     app.include_router(webhooks.router)
+    app.include_router(api.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:

@@ -1,0 +1,87 @@
+"""Staff accounts, API tokens and CSV uploads.
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-22
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0004"
+down_revision: str | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "users",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("email", sa.String(length=320), nullable=False),
+        sa.Column("password_hash", sa.String(length=200), nullable=False),
+        sa.Column("role", sa.String(length=16), server_default="staff", nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("failed_logins", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("last_failed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("sessions_valid_after", sa.DateTime(timezone=True), nullable=True),
+        sa.CheckConstraint("role IN ('staff', 'admin')", name=op.f("ck_users_role")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
+        sa.UniqueConstraint("email", name=op.f("uq_users_email")),
+    )
+    op.create_table(
+        "api_tokens",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("token_hash", sa.String(length=64), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_api_tokens")),
+        sa.UniqueConstraint("token_hash", name=op.f("uq_api_tokens_token_hash")),
+    )
+    op.create_table(
+        "import_runs",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("filename", sa.String(length=255), nullable=False),
+        sa.Column("started_by", sa.String(length=320), nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("status", sa.String(length=16), server_default="running", nullable=False),
+        sa.Column("total_bytes", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("done_bytes", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("landed", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("refused", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("problem", sa.Text(), nullable=True),
+        sa.CheckConstraint(
+            "status IN ('running', 'finished', 'unusable')", name=op.f("ck_import_runs_status")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_import_runs")),
+    )
+    op.create_table(
+        "import_refusals",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("run_id", sa.Integer(), nullable=False),
+        sa.Column("line", sa.Integer(), nullable=False),
+        sa.Column("booking_ref", sa.String(length=200), nullable=True),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("row", sa.Text(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["run_id"], ["import_runs.id"],
+            name=op.f("fk_import_refusals_run_id_import_runs"), ondelete="CASCADE",
+        ),  # fmt: skip
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_import_refusals")),
+    )
+    op.create_index(
+        op.f("ix_import_refusals_run_id"), "import_refusals", ["run_id"], unique=False
+    )
+
+
+def downgrade() -> None:
+    op.drop_index(op.f("ix_import_refusals_run_id"), table_name="import_refusals")
+    op.drop_table("import_refusals")
+    op.drop_table("import_runs")
+    op.drop_table("api_tokens")
+    op.drop_table("users")
