@@ -75,6 +75,29 @@ class Enrolment:
     def with_changes(self, **changes: object) -> Enrolment:
         return replace(self, **changes)  # type: ignore[arg-type]
 
+    def as_fields(self) -> dict[str, str]:
+        """The enrolment as field values that `parse_fields` reads back to an equal one: what an
+        edit form is filled with, and what a partial API update is merged into. Fields left at
+        their default are left out."""
+        values: dict[str, object | None] = {
+            "booking_ref": self.booking_ref,
+            "name": self.name,
+            "phone": self.phone,
+            "email": self.email,
+            "language": self.language,
+            "procedure": self.procedure,
+            "date": self.date.isoformat(),
+            "time": self.time.strftime("%H:%M"),
+            "timezone": self.timezone.key,
+            "arrival": self.arrival.strftime("%H:%M") if self.arrival else None,
+            "sedation": None if self.sedation is None else ("yes" if self.sedation else "no"),
+            "joint": self.joint,
+            "anticoagulant": self.anticoagulant,
+            "anticoagulant_hold_days": self.anticoagulant_hold_days,
+            "anticoagulant_restart_days": self.anticoagulant_restart_days,
+        }
+        return {key: str(value) for key, value in values.items() if value is not None}
+
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _CLOCK = re.compile(r"^(\d{1,2}):(\d{2})$")
