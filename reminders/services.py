@@ -248,15 +248,21 @@ def _replan(
     return added, schedule.warnings, corrections.warnings
 
 
+def future_start(enrolment: Enrolment, now: datetime) -> datetime:
+    """When the procedure starts, in UTC; refused if that has already passed."""
+    starts_at = localize(enrolment.date, enrolment.time, enrolment.timezone).astimezone(UTC)
+    if starts_at <= now:
+        raise EnrolmentRefused("date, time: the procedure time has already passed")
+    return starts_at
+
+
 def enrol(
     session: Session, config: Config, enrolment: Enrolment, *, now: datetime, actor: str
 ) -> EnrolResult:
     """Enrol a patient, or update the enrolment with the same booking reference."""
     ref = enrolment.booking_ref or new_booking_ref(now)
     enrolment = enrolment.with_changes(booking_ref=ref)
-    starts_at = localize(enrolment.date, enrolment.time, enrolment.timezone).astimezone(UTC)
-    if starts_at <= now:
-        raise EnrolmentRefused("date, time: the procedure time has already passed")
+    starts_at = future_start(enrolment, now)
     row = session.scalar(
         select(models.Enrolment).where(models.Enrolment.booking_ref == ref).with_for_update()
     )
