@@ -17,6 +17,7 @@ from typing import Any
 
 # E.164 (+447911123456) and UK national forms (07911 123456, 07911-123-456), with spaces.
 _PHONE = re.compile(r"(?<![\w+])(\+\d[\d \-]{6,17}\d|0\d{3,4}[ \-]?\d{3}[ \-]?\d{3,4})(?!\w)")
+_QUERY = re.compile(r"(?<=[\w/])\?[^\s\"']+")
 _URL_PLUS = re.compile(r"%2B(?=\d)", re.IGNORECASE)
 _EMAIL = re.compile(r"(?<![\w.+-])([\w.+-])[\w.+-]*@([\w-]+(?:\.[\w-]+)+)")
 
@@ -30,7 +31,9 @@ def _mask_phone(match: re.Match[str]) -> str:
 
 
 def mask(text: str) -> str:
-    """`+447911123456` -> `+*********456`; `rhys.evans@example.org` -> `r***@example.org`."""
+    """`+447911123456` -> `+*********456`; `rhys.evans@example.org` -> `r***@example.org`;
+    a URL's query string -> `?...` (a staff search carries a patient's name there)."""
+    text = _QUERY.sub("?...", text)
     text = _URL_PLUS.sub("+", text)  # a number in a URL's query string: To=%2B447911...
     text = _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
     return _PHONE.sub(_mask_phone, text)

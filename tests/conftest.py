@@ -221,3 +221,16 @@ def delivery_env(
 def w(db_engine: Engine, delivery_env: dict[str, str]) -> World:
     """The delivery world (tests/world.py) on each database, pointing at the fakes."""
     return make_world(db_engine, delivery_env)
+
+
+@pytest.fixture
+def web_settings(database_url: str) -> Settings:
+    """The web app's settings on each database; tests run at any hour, so the sending window
+    is open all day."""
+    return Settings.from_env(
+        {
+            "REMINDERS_DATABASE_URL": database_url,
+            "REMINDERS_SECRET_KEY": "synthetic-test-secret",
+            "REMINDERS_SENDING_WINDOW": "00:00-24:00",
+        }
+    )

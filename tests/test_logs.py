@@ -43,7 +43,12 @@ def test_json_lines_mask_messages_and_exceptions() -> None:
     assert "+*********456" in entry["exception"]
 
 
+def test_query_strings_are_dropped_because_they_carry_numbers_and_names() -> None:
+    assert mask("GET /Messages.json?To=%2B447911123456&PageSize=50") == "GET /Messages.json?..."
+    assert mask('"GET /search?q=Megan+Price HTTP/1.1" 200') == '"GET /search?... HTTP/1.1" 200'
+
+
 def test_numbers_in_urls_are_masked_too() -> None:
-    assert mask("GET /Messages.json?To=%2B447911123456&PageSize=50") == (
-        "GET /Messages.json?To=+*********456&PageSize=50"
+    assert mask("POST /2010-04-01/Accounts/AC1/Messages.json To=%2B447911123456") == (
+        "POST /2010-04-01/Accounts/AC1/Messages.json To=+*********456"
     )

@@ -18,6 +18,9 @@ from reminders.web.app import create_app
 ENROLLED = utc(2026, 11, 20, 10)
 
 
+SECRET = {"REMINDERS_SECRET_KEY": "synthetic-test-secret"}
+
+
 def count(session: Session, model: type[models.Base]) -> int:
     return int(session.scalar(select(func.count()).select_from(model)) or 0)
 
@@ -54,7 +57,9 @@ def test_purge_after_the_retention_period_keeps_counts_audit_and_opt_outs(
     assert sum(t.count for t in totals) == purged.reminders
     assert {t.state for t in totals} == {"cancelled"}
 
-    text = TestClient(create_app(Settings.from_env({"REMINDERS_DATABASE_URL": database_url})))
+    text = TestClient(
+        create_app(Settings.from_env({"REMINDERS_DATABASE_URL": database_url, **SECRET}))
+    )
     metrics = text.get("/metrics").text
     cancelled = [
         float(x.rsplit(" ", 1)[1])

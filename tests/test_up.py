@@ -21,6 +21,9 @@ from reminders.settings import Settings
 from reminders.web.app import create_app
 
 
+SECRET = {"REMINDERS_SECRET_KEY": "synthetic-test-secret"}
+
+
 def healthz(port: int) -> tuple[int, dict[str, str]]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
@@ -86,6 +89,7 @@ def test_healthz_names_the_broker_when_redis_is_down(
         {
             "REMINDERS_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}",
             "REMINDERS_BROKER_URL": redis_server.url,
+            **SECRET,
         }
     )
     client = TestClient(create_app(settings))
@@ -99,7 +103,9 @@ def test_healthz_names_the_broker_when_redis_is_down(
 
 
 def test_metrics_are_prometheus_text_with_the_projects_prefix(tmp_path: Path) -> None:
-    settings = Settings.from_env({"REMINDERS_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}"})
+    settings = Settings.from_env(
+        {"REMINDERS_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}", **SECRET}
+    )
     from reminders.migrate import upgrade
 
     upgrade(settings.database_url)
@@ -113,7 +119,9 @@ def test_metrics_are_prometheus_text_with_the_projects_prefix(tmp_path: Path) ->
 
 @pytest.mark.parametrize("path", ["/nowhere", "/healthz/../../etc/passwd"])
 def test_unknown_pages_leak_nothing(tmp_path: Path, path: str) -> None:
-    settings = Settings.from_env({"REMINDERS_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}"})
+    settings = Settings.from_env(
+        {"REMINDERS_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}", **SECRET}
+    )
     response = TestClient(create_app(settings)).get(path)
     assert response.status_code == 404
     assert "Traceback" not in response.text

@@ -1,0 +1,291 @@
+"""The staff pages through the real app: who may see what, CSRF, login slowdown, and what a
+booking clerk does: enrol with a preview, find, reschedule, cancel, deal with the list."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+from staff import ALICE, BOB, PASSWORD, Staff, add_staff, in_days
+
+from reminders import accounts, models
+from reminders.db import make_sessionmaker, session_scope
+from reminders.settings import Settings
+from reminders.web.app import create_app
+
+# Routes that answer without a staff login, each for its own reason (PRODUCT.md, Contracts).
+PUBLIC = {
+    "/login": "the login form itself",
+    "/healthz": "probes",
+    "/metrics": "Prometheus",
+    "/openapi.json": "the API's description",
+    "/webhooks/twilio/status": "Twilio, signed",
+    "/webhooks/twilio/inbound": "Twilio, signed",
+    "/unsubscribe/{value}": "a signed link in an email",
+}
+
+
+@pytest.fixture
+def factory(db_engine: Engine) -> sessionmaker[Session]:
+    factory = make_sessionmaker(db_engine)
+    add_staff(factory)
+    return factory
+
+
+@pytest.fixture
+def app(web_settings: Settings, factory: sessionmaker[Session]) -> FastAPI:
+    return create_app(web_settings)
+
+
+@pytest.fixture
+def alice(app: FastAPI) -> Staff:
+    staff = Staff(app)
+    assert staff.login().status_code == 303
+    return staff
+
+
+def every_route(app: FastAPI) -> list[Any]:
+    """Each route with its full path; FastAPI 0.13x+ keeps included routers as wrappers."""
+    routes: list[Any] = []
+    for route in app.routes:
+        expand = getattr(route, "effective_route_contexts", None)
+        routes.extend(expand() if expand else [route])
+    return routes
+
+
+def staff_routes(app: FastAPI) -> list[tuple[str, str]]:
+    routes = []
+    for route in every_route(app):
+        path = getattr(route, "path", "")
+        if path in PUBLIC or path.startswith("/api/"):
+            continue
+        for method in sorted(getattr(route, "methods", None) or ()):
+            if method != "HEAD":
+                routes.append((method, re.sub(r"\{[^}]+\}", "1", path)))
+    return routes
+
+
+def test_every_staff_page_refuses_a_request_without_a_login(app: FastAPI) -> None:
+    routes = staff_routes(app)
+    assert ("GET", "/") in routes and ("POST", "/enrol") in routes  # the walk found the pages
+    anonymous = Staff(app)
+    for method, path in routes:
+        response = anonymous.client.request(method, path)
+        if method == "GET":
+            assert response.status_code == 303, path
+            assert response.headers["location"].startswith("/login"), path
+        else:
+            assert response.status_code == 401, (method, path)
+            assert "Your session has ended" in response.text
+
+
+def test_the_api_refuses_a_request_without_a_token(app: FastAPI) -> None:
+    anonymous = Staff(app)
+    api = [r for r in every_route(app) if r.path.startswith("/api/")]
+    assert api, "no API routes found"
+    for route in api:
+        for method in route.methods:
+            response = anonymous.client.request(method, re.sub(r"\{[^}]+\}", "1", route.path))
+            assert response.status_code == 401, (method, route.path)
+
+
+def test_a_form_post_without_its_csrf_token_is_refused(
+    alice: Staff, app: FastAPI, factory: sessionmaker[Session]
+) -> None:
+    enrolment_id = enrol(alice)
+    for method, path in staff_routes(app):
+        if method != "POST":
+            continue
+        path = path.replace("/1/", f"/{enrolment_id}/")
+        for data in ({}, {"csrf_token": "forged"}):
+            response = alice.client.post(path, data=data)
+            assert response.status_code == 403, path
+            assert "This form has expired" in response.text
+    with session_scope(factory) as session:  # the cancel above did nothing
+        assert session.get(models.Enrolment, enrolment_id).status == "active"  # type: ignore[union-attr]
+
+
+def test_login_needs_the_right_password_and_slows_down_after_repeated_failures(
+    app: FastAPI, factory: sessionmaker[Session]
+) -> None:
+    staff = Staff(app)
+    for _ in range(accounts.FREE_ATTEMPTS):
+        response = staff.login(password="not-the-password")
+        assert response.status_code == 401
+        assert "The email address or password is not right." in response.text
+    # The next attempt is refused without checking, even with the right password.
+    response = staff.login()
+    assert response.status_code == 429
+    assert "Too many failed attempts. Try again in 1 seconds" in response.text
+    with session_scope(factory) as session:  # the wait passes
+        user = session.scalar(select(models.User).where(models.User.email == ALICE))
+        assert user is not None
+        user.last_failed_at = datetime.now(UTC) - timedelta(minutes=1)
+    assert staff.login().status_code == 303
+    assert staff.get("/").status_code == 200
+
+
+def test_an_unknown_address_is_refused_in_the_same_words(app: FastAPI) -> None:
+    response = Staff(app).login(email="nobody@example.org")
+    assert response.status_code == 401
+    assert "The email address or password is not right." in response.text
+
+
+def test_logging_out_ends_the_session_even_for_a_copied_cookie(app: FastAPI, alice: Staff) -> None:
+    copied = Staff(app)
+    copied.client.cookies.update(alice.client.cookies)
+    assert copied.get("/").status_code == 200
+    assert alice.post("/logout", {}, page="/").headers["location"] == "/login"
+    assert copied.get("/").status_code == 303
+
+
+def test_the_login_page_does_not_redirect_to_another_site(app: FastAPI) -> None:
+    staff = Staff(app)
+    data = {"email": ALICE, "password": PASSWORD, "csrf_token": staff.token(),
+            "next": "//evil.example.org/"}  # fmt: skip
+    assert staff.client.post("/login", data=data).headers["location"] == "/"
+
+
+def enrol(staff: Staff, **fields: str) -> int:
+    data = {
+        "booking_ref": "BK-7001", "name": "Megan Price", "phone": "07911 100050",
+        "email": "megan.price@example.org", "procedure": "si-joint-denervation",
+        "date": in_days(20).isoformat(), "time": "09:30", "action": "save", **fields,
+    }  # fmt: skip
+    response = staff.post("/enrol", data)
+    assert response.status_code == 303, response.text[:2000]
+    return int(response.headers["location"].rsplit("/", 1)[1])
+
+
+def test_the_enrol_form_previews_the_whole_timeline_before_saving(
+    alice: Staff, factory: sessionmaker[Session]
+) -> None:
+    day = in_days(20)
+    fields = {
+        "name": "Megan Price", "phone": "07911 100050", "procedure": "si-joint-denervation",
+        "date": day.isoformat(), "time": "09:30", "anticoagulant": "Apixaban",
+        "anticoagulant_hold_days": "3", "anticoagulant_restart_days": "1",
+    }  # fmt: skip
+    response = alice.post("/enrol", {**fields, "action": "preview"})
+    assert response.status_code == 200
+    page = response.text
+    assert "What Megan Price will receive" in page
+    assert "Stop taking Apixaban" in page or "stop taking Apixaban" in page
+    assert "Save and schedule" in page and 'id="save" hidden' not in page
+    # The live preview the form's script asks for says the same.
+    live = alice.post("/enrol/preview", fields)
+    assert live.status_code == 200 and "What Megan Price will receive" in live.text
+    with session_scope(factory) as session:
+        assert session.scalar(select(func.count()).select_from(models.Enrolment)) == 0
+
+
+def test_a_landline_is_refused_beside_its_field_and_nothing_is_saved(
+    alice: Staff, factory: sessionmaker[Session]
+) -> None:
+    response = alice.post(
+        "/enrol",
+        {"name": "Megan Price", "phone": "020 7946 0000", "procedure": "sacroplasty",
+         "date": in_days(10).isoformat(), "time": "09:30", "action": "save"},
+    )  # fmt: skip
+    assert response.status_code == 422
+    assert 'id="phone-error"' in response.text and "not a mobile" in response.text
+    with session_scope(factory) as session:
+        assert session.scalar(select(func.count()).select_from(models.Enrolment)) == 0
+
+
+def test_a_saved_enrolment_shows_every_reminder_in_local_time(alice: Staff) -> None:
+    enrolment_id = enrol(alice)
+    page = alice.get(f"/enrolments/{enrolment_id}").text
+    assert "Megan Price" in page and "BK-7001" in page
+    assert "scheduled" in page
+    assert "9:30am" in page  # the procedure's start, on the patient's wall clock
+    assert page.count("<details>") >= 5  # each reminder with its text
+
+
+def test_search_finds_by_name_phone_and_booking_reference(alice: Staff) -> None:
+    enrolment_id = enrol(alice)
+    for query in ("megan", "07911100050", "+44 7911 100050"):
+        page = alice.get(f"/search?q={query}").text
+        assert f'href="/enrolments/{enrolment_id}"' in page, query
+    assert alice.get("/search?q=bk-7001").headers["location"] == f"/enrolments/{enrolment_id}"
+    assert "Nobody matches" in alice.get("/search?q=zzzz").text
+
+
+def test_upcoming_lists_procedures_by_day(alice: Staff) -> None:
+    enrol(alice, date=in_days(2).isoformat())
+    page = alice.get("/").text
+    assert "Megan Price" in page
+
+
+def test_reschedule_and_cancel_from_the_patient_page(
+    alice: Staff, factory: sessionmaker[Session]
+) -> None:
+    enrolment_id = enrol(alice)
+    here = f"/enrolments/{enrolment_id}"
+    new_day = in_days(27)
+    response = alice.post(
+        f"{here}/reschedule", {"date": new_day.isoformat(), "time": "14:00"}, page=here
+    )
+    assert "Moved; every pending reminder follows." in alice.follow(response).text
+    with session_scope(factory) as session:
+        row = session.get(models.Enrolment, enrolment_id)
+        assert row is not None and (row.local_date, row.local_time.hour) == (new_day, 14)
+        assert {r.state for r in row.reminders} == {"scheduled", "cancelled"}
+    page = alice.follow(alice.post(f"{here}/cancel", {}, page=here)).text
+    assert "is cancelled; nothing more will be sent" in page
+    with session_scope(factory) as session:
+        row = session.get(models.Enrolment, enrolment_id)
+        assert row is not None and row.status == "cancelled"
+        assert {r.state for r in row.reminders} == {"cancelled"}
+
+
+def test_a_correction_goes_through_the_same_form_with_the_fields_filled_in(alice: Staff) -> None:
+    enrolment_id = enrol(alice)
+    form = alice.get(f"/enrol?enrolment={enrolment_id}").text
+    assert 'value="Megan Price"' in form and 'value="+447911100050"' in form
+    response = alice.post(
+        "/enrol",
+        {"booking_ref": "BK-7001", "name": "Megan Price", "phone": "07911 100051",
+         "procedure": "si-joint-denervation", "date": in_days(20).isoformat(), "time": "09:30",
+         "action": "save"},
+    )  # fmt: skip
+    assert response.headers["location"] == f"/enrolments/{enrolment_id}"
+    assert "+447911100051" in alice.follow(response).text
+
+
+def test_a_late_enrolment_warning_waits_on_the_list_until_someone_deals_with_it(
+    alice: Staff, factory: sessionmaker[Session]
+) -> None:
+    # A plan to stop a drug 5 days before a procedure in 2 days cannot be kept.
+    enrolment_id = enrol(
+        alice, date=in_days(2).isoformat(), anticoagulant="Warfarin",
+        anticoagulant_hold_days="5",
+    )  # fmt: skip
+    page = alice.get("/attention?show=calls").text
+    assert "late-enrolment" in page and "Megan Price" in page
+    with session_scope(factory) as session:
+        item = session.scalar(select(models.AttentionItem))
+        assert item is not None and item.enrolment_id == enrolment_id
+        item_id = item.id
+    alice.post(f"/attention/{item_id}/resolve", {"back": "/attention"}, page="/attention")
+    assert "Nothing here." in alice.get("/attention").text
+    done = alice.get("/attention?show=done").text
+    assert ALICE in done
+    with session_scope(factory) as session:
+        item = session.get(models.AttentionItem, item_id)
+        assert item is not None and item.resolved_by == ALICE
+
+
+def test_only_admins_see_the_audit_log(app: FastAPI, alice: Staff) -> None:
+    enrol(alice)
+    assert alice.get("/audit").status_code == 403
+    bob = Staff(app)
+    bob.login(BOB)
+    page = bob.get("/audit").text
+    assert "enrol" in page and ALICE in page
