@@ -391,8 +391,8 @@ class ImportRun(Base):
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column()
     status: Mapped[str] = mapped_column(String(16), default="running", server_default="running")
-    total_bytes: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
-    done_bytes: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    total_rows: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    done_rows: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     landed: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     refused: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     problem: Mapped[str | None] = mapped_column(Text)  # why the file itself was unusable

@@ -2,9 +2,10 @@
 
 An episode ends when its enrolment is cancelled or completed, or, left active, when its
 procedure and its last reminder are behind it. What goes: the enrolment, its reminders and
-call-list entries, and the patient if nothing else refers to them. What stays: counts of the
-purged reminders (for the metrics), the audit log (which holds no patient data), and opt-outs,
-because a patient who replied STOP must never be texted again.
+call-list entries, and the patient if nothing else refers to them; and CSV uploads (with the
+rows they refused) started that long ago. What stays: counts of the purged reminders (for the
+metrics), the audit log (which holds no patient data), and opt-outs, because a patient who
+replied STOP must never be texted again.
 """
 
 from __future__ import annotations
@@ -47,6 +48,13 @@ def episodes_over(session: Session, cutoff: datetime) -> list[int]:
 
 def purge(session: Session, *, now: datetime, retention_days: int, actor: str) -> Purged:
     cutoff = now - timedelta(days=retention_days)
+    # The rows an upload refused are patient data too, with no episode of their own: they go
+    # when the upload is as old as an ended episode would be.
+    session.execute(
+        delete(models.ImportRun)
+        .where(models.ImportRun.started_at < cutoff)
+        .execution_options(synchronize_session=False)
+    )
     ids = episodes_over(session, cutoff)
     if not ids:
         return Purged(0, 0, 0)

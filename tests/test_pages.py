@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from processes import wait_for
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -289,3 +290,61 @@ def test_only_admins_see_the_audit_log(app: FastAPI, alice: Staff) -> None:
     bob.login(BOB)
     page = bob.get("/audit").text
     assert "enrol" in page and ALICE in page
+
+
+def csv_text(rows: list[dict[str, str]]) -> bytes:
+    columns = ["booking_ref", "name", "phone", "procedure", "date", "time"]
+    lines = [",".join(columns)] + [",".join(row.get(c, "") for c in columns) for row in rows]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_an_uploaded_csv_lands_its_good_rows_and_reports_the_bad_one(
+    alice: Staff, factory: sessionmaker[Session]
+) -> None:
+    day = in_days(12).isoformat()
+    good = [
+        {"booking_ref": f"UP-{n}", "name": f"Patient {n}", "phone": f"07911 1001{n:02d}",
+         "procedure": "facet-joint-denervation", "date": day, "time": "10:00"}
+        for n in range(3)
+    ]  # fmt: skip
+    bad = {"booking_ref": "UP-9", "name": "Owen Hughes", "phone": "020 7946 0000",
+           "procedure": "facet-joint-denervation", "date": day, "time": "10:00"}  # fmt: skip
+    response = alice.client.post(
+        "/import",
+        data={"csrf_token": alice.token("/import")},
+        files={"file": ("monday.csv", csv_text([*good, bad]), "text/csv")},
+    )
+    assert response.status_code == 303
+    report_url = response.headers["location"]
+
+    def finished() -> bool:
+        with session_scope(factory) as session:
+            run = session.scalar(select(models.ImportRun))
+            return run is not None and run.status == "finished"
+
+    wait_for(finished, timeout=30, what="the import to finish")
+    page = alice.get(report_url).text
+    assert "3 rows landed, 1 refused" in page
+    assert "phone: this is not a mobile number" in page and "UP-9" in page
+    errors = alice.get(f"{report_url}/errors.csv")
+    assert errors.headers["content-disposition"] == 'attachment; filename="monday.errors.csv"'
+    lines = errors.text.splitlines()
+    assert lines[0] == "booking_ref,name,phone,procedure,date,time,line,reason"
+    assert lines[1].startswith("UP-9,Owen Hughes,020 7946 0000,") and ",5," in lines[1]
+    with session_scope(factory) as session:
+        refs = session.scalars(select(models.Enrolment.booking_ref)).all()
+        assert sorted(refs) == ["UP-0", "UP-1", "UP-2"]
+
+
+def test_an_unusable_upload_lands_nothing_and_says_why(
+    alice: Staff, factory: sessionmaker[Session]
+) -> None:
+    response = alice.client.post(
+        "/import",
+        data={"csrf_token": alice.token("/import")},
+        files={"file": ("list.csv", b"name,date\nMegan Price,2030-01-01\n", "text/csv")},
+    )
+    assert response.status_code == 422
+    assert "Nothing was imported" in response.text and "booking_ref" in response.text
+    with session_scope(factory) as session:
+        assert session.scalar(select(func.count()).select_from(models.ImportRun)) == 0

@@ -3,7 +3,7 @@ audit log and opt-outs stay."""
 
 from __future__ import annotations
 
-from datetime import date, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from factories import make_enrolment, utc
 from fastapi.testclient import TestClient
@@ -67,3 +67,23 @@ def test_purge_after_the_retention_period_keeps_counts_audit_and_opt_outs(
         if x.startswith("reminders_reminders{") and 'state="cancelled"' in x
     ]
     assert sum(cancelled) == purged.reminders  # still counted after the rows are gone
+
+
+def test_an_upload_and_the_rows_it_refused_go_after_the_retention_period(
+    session: Session,
+) -> None:
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    for started in (now - timedelta(days=91), now - timedelta(days=10)):
+        run = models.ImportRun(filename="list.csv", started_by="alice@example.org",
+                               started_at=started, status="finished")  # fmt: skip
+        run.refusals.append(
+            models.ImportRefusal(line=2, reason="phone: not a mobile", row='{"name": "x"}')
+        )
+        session.add(run)
+    session.flush()
+    retention.purge(session, now=now, retention_days=90, actor="retention")
+    session.expire_all()
+    assert [r.started_at for r in session.scalars(select(models.ImportRun))] == [
+        now - timedelta(days=10)
+    ]
+    assert count(session, models.ImportRefusal) == 1
