@@ -123,9 +123,14 @@ class Renderer:
             autoescape=lambda name: name is not None and name.endswith(".html"),
             trim_blocks=True,
             lstrip_blocks=True,
+            # The sources are read once (`_source`), so the compiled templates must not be
+            # reloaded behind them either; checking every file's mtime on every message cost
+            # a system call per part, a million times in a CSV import.
+            auto_reload=False,
         )
         self._sources: dict[str, str | None] = {}
         self._variables: dict[str, frozenset[str]] = {}
+        self._versions: dict[tuple[str, str, str], str] = {}
 
     # --- finding templates -------------------------------------------------------------------
 
@@ -194,11 +199,17 @@ class Renderer:
 
     def version(self, template: str, channel: str, language: str) -> str:
         """A short hash of every file that produces this message: it changes when any does."""
-        digest = hashlib.sha256()
-        for path in self._paths(template, channel, language):
-            digest.update(path.encode())
-            digest.update((self._source(path) or "").encode())
-        return digest.hexdigest()[:12]
+        key = (template, channel, language)
+        if key not in self._versions:
+            # Kept, as the sources are: finding the includes parses every file, which would
+            # otherwise cost more than rendering the message itself (a CSV import renders a
+            # million).
+            digest = hashlib.sha256()
+            for path in self._paths(template, channel, language):
+                digest.update(path.encode())
+                digest.update((self._source(path) or "").encode())
+            self._versions[key] = digest.hexdigest()[:12]
+        return self._versions[key]
 
     # --- rendering ---------------------------------------------------------------------------
 
@@ -242,8 +253,14 @@ class Renderer:
     def fingerprint(self, template: str, channel: str, facts: Facts, send_at: datetime) -> str:
         """The instruction a message gives, as the values its templates show (the send day and
         opening hours aside). Two messages with the same fingerprint tell the patient the same."""
+        return self.fingerprint_with(
+            template, channel, facts, template_context(facts, send_at, self.unit)
+        )
+
+    def fingerprint_with(
+        self, template: str, channel: str, facts: Facts, context: dict[str, Any]
+    ) -> str:
         language = self.resolve(template, channel, facts.enrolment.language)
-        context = template_context(facts, send_at, self.unit)
         used = self.variables(template, channel, language) - _VOLATILE
         shown = {k: context[k] for k in sorted(used) if k in context}
         return json.dumps({"template": template, **shown}, sort_keys=True, default=str)

@@ -23,6 +23,7 @@ from reminders import models
 from reminders.clock import localize
 from reminders.config import Config
 from reminders.enrolment import Enrolment
+from reminders.rendering import template_context
 from reminders.schedule import (
     PlannedReminder,
     Schedule,
@@ -141,33 +142,43 @@ def _attention(
         )
 
 
+def reminder_values(
+    config: Config, schedule: Schedule, planned: PlannedReminder, version: int
+) -> dict[str, object]:
+    """The columns of a planned reminder's row, its message rendered: for `models.Reminder`
+    here, and for the CSV import's bulk insert of brand-new enrolments."""
+    facts = schedule.facts
+    renderer = config.renderer
+    # One context for the message and its fingerprint: working it out is a good part of the
+    # cost of a reminder, and an import makes a million.
+    context = template_context(facts, planned.send_at, renderer.unit)
+    message = renderer.render_with(planned.template, planned.channel, facts, context)
+    rule = facts.protocol.rule(planned.rule)
+    return {
+        "rule": planned.rule,
+        "channel": planned.channel,
+        "state": "scheduled",
+        "send_at": planned.send_at,
+        "deadline": planned.deadline,
+        "expires_at": planned.expires,
+        "schedule_version": version,
+        "template": planned.template,
+        "template_version": message.template_version,
+        "language": message.language,
+        "subject": message.subject,
+        "body": message.body,
+        "body_html": message.html,
+        "safety_critical": planned.safety_critical,
+        "is_correction": planned.is_correction,
+        # What the rule's instruction says now, to know on a reschedule whether it changed.
+        "fingerprint": renderer.fingerprint_with(rule.template, planned.channel, facts, context),
+    }
+
+
 def _reminder_row(
     config: Config, schedule: Schedule, planned: PlannedReminder, version: int
 ) -> models.Reminder:
-    facts = schedule.facts
-    message = config.renderer.render(planned, facts)
-    rule = facts.protocol.rule(planned.rule)
-    return models.Reminder(
-        rule=planned.rule,
-        channel=planned.channel,
-        state="scheduled",
-        send_at=planned.send_at,
-        deadline=planned.deadline,
-        expires_at=planned.expires,
-        schedule_version=version,
-        template=planned.template,
-        template_version=message.template_version,
-        language=message.language,
-        subject=message.subject,
-        body=message.body,
-        body_html=message.html,
-        safety_critical=planned.safety_critical,
-        is_correction=planned.is_correction,
-        # What the rule's instruction says now, to know on a reschedule whether it changed.
-        fingerprint=config.renderer.fingerprint(
-            rule.template, planned.channel, facts, planned.send_at
-        ),
-    )
+    return models.Reminder(**reminder_values(config, schedule, planned, version))
 
 
 def _same(row: models.Reminder, new: models.Reminder) -> bool:

@@ -8,6 +8,7 @@ two or three times as much and may be split on an old phone. So text is made GSM
 from __future__ import annotations
 
 import unicodedata
+from functools import cache
 
 import gsm0338  # noqa: F401  (registers the 'gsm03.38' codec)
 
@@ -27,6 +28,7 @@ _REPLACEMENTS = {
 }  # fmt: skip
 
 
+@cache
 def _encodable(char: str) -> bool:
     try:
         # Only a faithful round trip counts as GSM-7: a codec that mapped a character onto a
@@ -39,23 +41,36 @@ def _encodable(char: str) -> bool:
 def to_gsm7(text: str) -> str:
     """`text` with every character in GSM-7: typography replaced, accents the alphabet lacks
     dropped (Siân -> Sian), and anything else that cannot be written as '?'."""
-    out: list[str] = []
     # Composed first: a name typed as "a" + combining circumflex is one letter to simplify.
-    for char in unicodedata.normalize("NFC", text):
-        char = _REPLACEMENTS.get(char, char)
-        if all(_encodable(c) for c in char):
-            out.append(char)
-            continue
-        plain = "".join(
-            c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c)
-        )
-        out.append(plain if plain and all(_encodable(c) for c in plain) else "?")
-    return "".join(out)
+    text = unicodedata.normalize("NFC", text)
+    if _PLAIN.issuperset(text):
+        return text
+    return "".join(map(_gsm7_char, text))
+
+
+# Cached by character, as `_encodable` is: the alphabet is small, and a CSV import converts a
+# million messages of a few hundred characters each.
+@cache
+def _gsm7_char(char: str) -> str:
+    char = _REPLACEMENTS.get(char, char)
+    if all(_encodable(c) for c in char):
+        return char
+    plain = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
+    return plain if plain and all(_encodable(c) for c in plain) else "?"
+
+
+# The ASCII characters that GSM-7 carries as they are: most messages are nothing else.
+_PLAIN = frozenset(c for c in map(chr, range(128)) if _gsm7_char(c) == c)
 
 
 def septets(text: str) -> int:
     """Length in GSM-7 septets: characters of the extension table (such as € [ ]) take two."""
-    return len(text.encode(CODEC))
+    return sum(map(_septets, text))
+
+
+@cache
+def _septets(char: str) -> int:
+    return len(char.encode(CODEC))
 
 
 def segments(text: str) -> int:
@@ -64,11 +79,14 @@ def segments(text: str) -> int:
     An extension character's escape and its character must travel in the same segment, so
     segments are filled character by character rather than by dividing the length.
     """
-    if septets(text) <= _SINGLE:
+    length = septets(text)
+    if length <= _SINGLE:
         return 1
+    if length == len(text):  # no extension characters: every segment is full but the last
+        return -(-length // _PART)
     count, used = 1, 0
     for char in text:
-        size = len(char.encode(CODEC))
+        size = _septets(char)
         if used + size > _PART:
             count, used = count + 1, 0
         used += size
