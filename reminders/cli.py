@@ -4,12 +4,14 @@ line saying what to fix and a non-zero exit, never a traceback."""
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
-from typing import NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -18,6 +20,9 @@ from reminders.accounts import AccountError
 from reminders.enrolment import FIELDS, InvalidEnrolment, parse_fields
 from reminders.services import EnrolmentRefused
 from reminders.settings import ConfigError
+
+if TYPE_CHECKING:
+    from reminders.imports import ImportReport, Refusal
 
 EXIT_USAGE = 2
 
@@ -162,6 +167,116 @@ def cmd_enrol(args: argparse.Namespace) -> int:
     return 0
 
 
+class _ErrorsFile:
+    """FILE.errors.csv: refused rows as they were given, with the line and the reason first.
+    Opened at the first refusal, so a clean import leaves none; each row is written as it is
+    refused, so what the import found survives a crash. A byte-order mark makes Excel show
+    accented names as typed, and the importer reads it back, so fixed rows can be imported
+    straight from this file."""
+
+    def __init__(self, source: Path, columns: list[str]) -> None:
+        stem = source.name[:-4] if source.name.lower().endswith(".csv") else source.name
+        self.path = source.with_name(f"{stem}.errors.csv")
+        self.columns = columns
+        self.written = 0
+        self._stack = ExitStack()
+        self._writer: Any = None
+
+    def write(self, refusal: Refusal) -> None:
+        if self._writer is None:
+            out = self._stack.enter_context(self.path.open("w", encoding="utf-8-sig", newline=""))
+            self._writer = csv.writer(out)
+            self._writer.writerow(["line", "reason", *self.columns])
+        self._writer.writerow([refusal.line, refusal.reason, *refusal.row.values()])
+        self.written += 1
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+
+
+def _import_summary(report: ImportReport, errors: _ErrorsFile) -> list[str]:
+    detail = f"{report.created:,} new, {report.updated:,} updated"
+    if report.unchanged:
+        detail += f", {report.unchanged:,} unchanged"
+    summary = f"{_count(report.landed, 'row')} landed ({detail})"
+    if report.refused:
+        summary += f"; {report.refused:,} refused, see {errors.path}"
+    lines = [summary]
+    if report.warnings:
+        warnings = _count(report.warnings, "late-enrolment warning")
+        lines.append(f"{warnings} for staff: see the needs-attention list.")
+    return lines
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from reminders.config import Config
+    from reminders.db import make_engine, make_sessionmaker
+    from reminders.imports import ImportInterrupted, UnusableFile, import_csv, open_csv
+    from reminders.migrate import check_current
+
+    path = Path(args.file)
+    with ExitStack() as cleanup:
+        stream = cleanup.enter_context(path.open("rb"))
+        try:
+            csv_file = open_csv(stream)
+        except UnusableFile as exc:
+            raise UsageError(f"{path.name}: {exc}. Nothing was imported.") from None
+        config = Config.load()
+        check_current(config.settings.database_url)
+        engine = make_engine(config.settings.database_url)
+        cleanup.callback(engine.dispose)
+        errors = _ErrorsFile(path, csv_file.columns)
+        cleanup.callback(errors.close)
+        console = Console(stderr=True)
+        progress = cleanup.enter_context(
+            Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TimeRemainingColumn(),
+                console=console,
+                disable=not console.is_terminal,
+            )
+        )
+        task = progress.add_task(f"Importing {path.name}", total=path.stat().st_size)
+        try:
+            report = import_csv(
+                make_sessionmaker(engine),
+                config,
+                csv_file,
+                now=_now(None),
+                actor="cli",
+                on_refusal=errors.write,
+                on_progress=lambda done, _rows: progress.update(task, completed=done),
+            )
+        except ImportInterrupted as exc:
+            print(f"reminders import: {path.name}: {exc}", file=sys.stderr)
+            if errors.written:
+                print(
+                    f"reminders import: rows refused so far are in {errors.path}", file=sys.stderr
+                )
+            return EXIT_USAGE
+    if report.encoding != "utf-8":
+        print(
+            f"Note: {path.name} is not UTF-8, so it was read as Windows-1252 (what Excel's "
+            "'CSV (Comma delimited)' writes); check that accented names look right.",
+            file=sys.stderr,
+        )
+    if not report.refused and errors.path.exists():
+        errors.path.unlink()
+        print(f"Removed {errors.path}, left by an earlier import.", file=sys.stderr)
+    for line in _import_summary(report, errors):
+        print(line)
+    return 1 if report.refused else 0
+
+
 @contextmanager
 def _database_session() -> Iterator[Session]:
     """A committed unit of work on the configured database, once its schema is current."""
@@ -239,6 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
     user_add.add_argument(
         "--password-stdin", action="store_true", help="read the password from standard input"
     )
+    import_ = commands.add_parser(
+        "import", help="enrol every row of a CSV file; refused rows go to FILE.errors.csv"
+    )
+    import_.add_argument("file", metavar="FILE.csv", help="a header row, then one row a patient")
+
     token = commands.add_parser("token", help="API tokens for booking systems").add_subparsers(
         dest="token_command", required=True, parser_class=_Parser
     )
@@ -253,6 +373,7 @@ _COMMANDS = {
     "preview": cmd_preview,
     "migrate": cmd_migrate,
     "enrol": cmd_enrol,
+    "import": cmd_import,
     "user": cmd_user_add,
     "token": cmd_token_add,
 }

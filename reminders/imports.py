@@ -1,0 +1,543 @@
+"""Bulk enrolment from a CSV file: the day's list from the booking system, for the
+`reminders import` command and the staff pages' upload.
+
+The file is checked as a whole before anything lands (`open_csv`: encoding, header, CSV
+structure), so an unusable file changes nothing. Then rows are read one at a time and each lands
+completely or not at all: good rows land, a bad row becomes a `Refusal` with the reason, handed
+to the caller as it happens. Work is committed in batches, so memory stays flat however long the
+file and a crash loses at most one batch; importing the same file again updates, never
+duplicates, because enrolment is idempotent by booking reference.
+
+Encoding: UTF-8, with or without the byte-order mark Excel writes for "CSV UTF-8". A file that
+is not UTF-8 anywhere but is Windows-1252 throughout is read as Windows-1252, which is what
+Excel's plain "CSV (Comma delimited)" writes on a UK Windows PC (Siân is the byte 0xE2 there,
+never valid UTF-8); the report says so. The whole file is checked before that decision, never a
+guess from its first lines, so an accented name further down is not garbled. Anything else is
+refused with what to do instead.
+
+Patient data never reaches a log: only counts and line numbers.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import logging
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Generator, Iterator
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import islice
+from typing import BinaryIO
+
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from reminders import models, services
+from reminders.config import Config
+from reminders.enrolment import FIELDS, Enrolment, InvalidEnrolment, parse_fields
+from reminders.rendering import RenderError
+from reminders.schedule import compute_schedule
+
+log = logging.getLogger(__name__)
+
+REQUIRED = ("booking_ref", "name", "procedure", "date", "time")
+# Rows per commit: small enough that a crash loses little and a page watching the progress sees
+# it move, large enough that commits are not what the import spends its time on.
+BATCH_ROWS = 500
+_CHUNK = 1 << 20
+_SAVE_AS = "in Excel, use File > Save As and choose 'CSV UTF-8 (Comma delimited)'"
+# Bytes that Windows-1252 leaves undefined: a file holding one is not Windows-1252 either.
+_NOT_CP1252 = re.compile(rb"[\x81\x8d\x8f\x90\x9d]")
+_MAGIC = (
+    (b"PK\x03\x04", "an Excel workbook (.xlsx) or another zip file, not CSV"),
+    (b"\xd0\xcf\x11\xe0", "an old Excel workbook (.xls), not CSV"),
+    (b"%PDF", "a PDF, not CSV"),
+    (b"\xff\xfe", "UTF-16 text (Excel's 'Unicode Text'), not CSV"),
+    (b"\xfe\xff", "UTF-16 text, not CSV"),
+)
+
+
+class UnusableFile(ValueError):
+    """The file cannot be imported at all; nothing has landed. The message says what to fix."""
+
+
+class ImportInterrupted(RuntimeError):
+    """Something other than a bad row stopped the import part-way (the database went away, a
+    bug); the original error is the `__cause__`, for the caller to log. Rows before `line` have
+    landed, and `report` counts them: importing the same file again finishes the job, as rows
+    that landed are updated, not duplicated."""
+
+    def __init__(self, line: int, report: ImportReport, cause: BaseException) -> None:
+        self.line = line
+        self.report = report
+        detail = (str(cause).strip().splitlines() or [""])[0][:200]
+        super().__init__(
+            f"stopped by an unexpected error ({type(cause).__name__}: {detail}) in the rows "
+            f"from line {line}; the {report.landed} rows that landed before them stay. Import "
+            "the same file again to finish: rows that landed are updated, not duplicated"
+        )
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A row that did not land, and why, in words for the person who will fix it."""
+
+    line: int  # where the row starts in the file; the header is line 1
+    booking_ref: str | None
+    reason: str
+    row: dict[str, str]  # the row's cells by column (CsvFile.columns), in the file's order
+
+
+@dataclass
+class ImportReport:
+    encoding: str  # "utf-8" or "windows-1252", as the file was read
+    rows: int = 0  # data rows read so far, blank lines not counted
+    created: int = 0
+    updated: int = 0  # an enrolment with this booking reference existed and was changed
+    unchanged: int = 0  # it existed and the row said nothing new
+    refused: int = 0
+    warnings: int = 0  # late-enrolment warnings, which are also on the needs-attention list
+
+    @property
+    def landed(self) -> int:
+        return self.created + self.updated + self.unchanged
+
+
+class CsvFile:
+    """A CSV file that has passed every check that can be made before anything lands."""
+
+    def __init__(
+        self, stream: BinaryIO, encoding: str, columns: list[str], fields: dict[str, str]
+    ) -> None:
+        self._stream = stream
+        self._encoding = encoding
+        self.columns = columns  # one name per column, unique: blank or repeated ones numbered
+        self.fields = fields  # enrolment field -> its column
+        self.rows_total = 0  # counted by open_csv
+
+    @property
+    def encoding(self) -> str:
+        return "windows-1252" if self._encoding == "cp1252" else "utf-8"
+
+    @property
+    def bytes_read(self) -> int:
+        return self._stream.tell()
+
+    def rows(self) -> Generator[tuple[int, dict[str, str], bool], None, None]:
+        """(line, cells by column, whether there were more cells than columns) for every
+        non-blank data row, read as the caller asks for them."""
+        self._stream.seek(0)
+        text = io.TextIOWrapper(self._stream, encoding=self._encoding, newline="")
+        try:
+            reader = csv.reader(text)
+            next(reader)  # the header, checked by open_csv
+            width = len(self.columns)
+            line = reader.line_num + 1
+            for cells in reader:
+                start, line = line, reader.line_num + 1
+                if not any(cell.strip() for cell in cells):
+                    continue  # a blank line, or a spreadsheet's empty row of commas
+                extra = cells[width:]
+                row = dict(zip(self.columns, cells + [""] * (width - len(cells)), strict=False))
+                for index, cell in enumerate(extra, start=width + 1):
+                    row[f"column {index}"] = cell
+                yield start, row, any(cell.strip() for cell in extra)
+        finally:
+            text.detach()  # the stream is the caller's to close
+
+
+def open_csv(stream: BinaryIO) -> CsvFile:
+    """Check `stream` (a file opened in binary mode) as a CSV of enrolments: encoding, header,
+    structure, at least one row. Raises UnusableFile saying what to fix."""
+    if not stream.seekable():
+        # Every check reads the whole file before the import reads it again; a pipe or an
+        # upload that cannot seek is copied to a temporary file first, never into memory.
+        # It has no name, so it goes when the CsvFile reading it does.
+        spool = tempfile.TemporaryFile()  # noqa: SIM115
+        shutil.copyfileobj(stream, spool, _CHUNK)
+        stream = spool
+    stream.seek(0)
+    encoding = _encoding_of(stream)
+    stream.seek(0)
+    text = io.TextIOWrapper(stream, encoding=encoding, newline="")
+    try:
+        reader = csv.reader(text)
+        header = _header(reader)
+        columns, fields = _columns(header)
+        rows = 0
+        try:
+            for cells in reader:
+                if any(cell.strip() for cell in cells):
+                    rows += 1
+        except csv.Error as exc:
+            raise UnusableFile(
+                f"line {reader.line_num}: the file is not valid CSV ({exc}); a value that "
+                "contains quotes or line breaks must be in double quotes"
+            ) from None
+    finally:
+        text.detach()
+    if rows == 0:
+        raise UnusableFile("the file has a header but no rows to import")
+    found = CsvFile(stream, encoding, columns, fields)
+    found.rows_total = rows
+    return found
+
+
+def _encoding_of(stream: BinaryIO) -> str:
+    first = stream.read(_CHUNK)
+    if not first.lstrip(codecs.BOM_UTF8).strip():
+        raise UnusableFile("the file is empty; it needs a header row and at least one row")
+    for magic, what in _MAGIC:
+        if first.startswith(magic):
+            raise UnusableFile(f"this is {what}; {_SAVE_AS}")
+    utf8 = codecs.getincrementaldecoder("utf-8")()
+    is_utf8, is_cp1252 = True, True
+    chunk = first
+    while chunk:
+        if b"\x00" in chunk:
+            raise UnusableFile(f"this is not a text file; {_SAVE_AS}")
+        if is_utf8:
+            try:
+                utf8.decode(chunk)
+            except UnicodeDecodeError:
+                is_utf8 = False
+        is_cp1252 = is_cp1252 and not _NOT_CP1252.search(chunk)
+        chunk = stream.read(_CHUNK)
+    if is_utf8:
+        try:
+            utf8.decode(b"", final=True)
+        except UnicodeDecodeError:
+            is_utf8 = False  # the file ends part-way through a character
+    if is_utf8:
+        return "utf-8-sig"  # takes off Excel's byte-order mark, if there is one
+    if is_cp1252:
+        return "cp1252"
+    raise UnusableFile(f"the file is neither UTF-8 nor Windows-1252 text; {_SAVE_AS}")
+
+
+def _header(reader: Iterator[list[str]]) -> list[str]:
+    try:
+        for cells in reader:
+            if any(cell.strip() for cell in cells):
+                return cells
+    except csv.Error as exc:
+        raise UnusableFile(f"the header row is not valid CSV ({exc})") from None
+    raise UnusableFile("the file is empty; it needs a header row and at least one row")
+
+
+def _columns(header: list[str]) -> tuple[list[str], dict[str, str]]:
+    columns: list[str] = []
+    fields: dict[str, str] = {}
+    for number, cell in enumerate(header, start=1):
+        name = cell.strip()
+        field = name.lower()
+        if field in FIELDS:
+            if field in fields:
+                raise UnusableFile(
+                    f"the column {field} appears twice (columns {columns.index(fields[field]) + 1}"
+                    f" and {number}); keep one"
+                )
+            fields[field] = name
+        if not name or name in columns:
+            name = f"column {number}"
+        columns.append(name)
+    missing = [name for name in REQUIRED if name not in fields]
+    if missing:
+        delimited = ";" in ",".join(header) and len(header) == 1
+        hint = (
+            "the columns are separated by semicolons, not commas; " + _SAVE_AS
+            if delimited
+            else f"the header row must name the columns: {', '.join(REQUIRED)} are required"
+        )
+        raise UnusableFile(f"no {', '.join(missing)} column; {hint}")
+    return columns, fields
+
+
+def import_csv(
+    factory: sessionmaker[Session],
+    config: Config,
+    source: BinaryIO | CsvFile,
+    *,
+    now: datetime,
+    actor: str,
+    on_refusal: Callable[[Refusal], None],
+    on_progress: Callable[[int, int], None] | None = None,
+) -> ImportReport:
+    """Enrol every good row of `source`; hand each bad one to `on_refusal`, in line order.
+
+    `source` is a file opened in binary mode, or what `open_csv` made of one (to check the file
+    before starting the import elsewhere, such as in a background thread). `on_progress` gets
+    (bytes read, rows done) after each committed batch, so a progress bar can go by the file's
+    size. Raises UnusableFile before anything lands, and ImportInterrupted if something other
+    than a bad row stops it part-way.
+    """
+    csv_file = source if isinstance(source, CsvFile) else open_csv(source)
+    report = ImportReport(encoding=csv_file.encoding)
+    seen: dict[str, int] = {}  # booking reference -> the line that had it first
+    with closing(csv_file.rows()) as rows, factory() as session:
+        while batch := list(islice(rows, BATCH_ROWS)):
+            try:
+                outcome = _import_batch(session, config, csv_file, batch, seen, now, actor)
+                session.commit()
+            except Exception as exc:
+                session.rollback()
+                raise ImportInterrupted(batch[0][0], report, exc) from exc
+            session.expunge_all()  # what has landed need not stay in memory
+            report.rows += len(batch)
+            report.created += outcome.created
+            report.updated += outcome.updated
+            report.unchanged += outcome.unchanged
+            report.warnings += outcome.warnings
+            report.refused += len(outcome.refusals)
+            for refusal in sorted(outcome.refusals, key=lambda r: r.line):
+                on_refusal(refusal)
+            if on_progress is not None:
+                on_progress(csv_file.bytes_read, report.rows)
+    log.info(
+        "import finished: %d rows, %d created, %d updated, %d unchanged, %d refused",
+        report.rows, report.created, report.updated, report.unchanged, report.refused,
+    )  # fmt: skip
+    return report
+
+
+@dataclass
+class _Outcome:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    warnings: int = 0
+    refusals: list[Refusal] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Row:
+    line: int
+    cells: dict[str, str]
+    enrolment: Enrolment
+
+    @property
+    def ref(self) -> str:
+        return self.enrolment.booking_ref or ""
+
+    def refusal(self, reason: str) -> Refusal:
+        return Refusal(self.line, self.ref, reason, self.cells)
+
+
+def _import_batch(
+    session: Session, config: Config, csv_file: CsvFile,
+    batch: list[tuple[int, dict[str, str], bool]], seen: dict[str, int],
+    now: datetime, actor: str,
+) -> _Outcome:  # fmt: skip
+    outcome = _Outcome()
+    good: list[_Row] = []
+    for line, cells, overflowing in batch:
+        row = _parse_row(config, csv_file, line, cells, overflowing, seen)
+        if isinstance(row, Refusal):
+            outcome.refusals.append(row)
+        else:
+            good.append(row)
+    stored = session.execute(
+        select(models.Enrolment.booking_ref, models.Enrolment.schedule_version).where(
+            models.Enrolment.booking_ref.in_([row.ref for row in good])
+        )
+    )
+    versions = {ref: version for ref, version in stored}
+    new = [row for row in good if row.ref not in versions]
+    # Whatever the bulk path could not insert (another writer enrolled one of these references
+    # a moment ago) goes through `enrol` one row at a time, like the rows already stored.
+    leftover = _land_new(session, config, new, outcome, now=now, actor=actor) if new else set()
+    for row in good:
+        if row.ref in versions or row.ref in leftover:
+            _land_one(session, config, row, versions.get(row.ref), outcome, now=now, actor=actor)
+    return outcome
+
+
+def _parse_row(
+    config: Config, csv_file: CsvFile, line: int, cells: dict[str, str], overflowing: bool,
+    seen: dict[str, int],
+) -> _Row | Refusal:  # fmt: skip
+    values = {field: cells[column] for field, column in csv_file.fields.items()}
+    ref = values["booking_ref"].strip() or None
+    if ref is not None:
+        first = seen.setdefault(ref, line)
+        if first != line:
+            reason = f"booking_ref: {ref} is already on line {first} of this file"
+            return Refusal(line, ref, reason, cells)
+    if overflowing:
+        reason = (
+            f"this row has more values than the header has columns ({len(csv_file.columns)}); "
+            "a value that contains a comma must be in double quotes"
+        )
+        return Refusal(line, ref, reason, cells)
+    broken = [name for name, value in values.items() if "\n" in value or "\r" in value]
+    if broken:
+        # Most often a double quote opened and never closed, which carries the rows after it
+        # into one value: refusing the row shows where, instead of losing those rows quietly.
+        reason = (
+            f"{', '.join(broken)}: a line break inside the value; check this row for a "
+            "double quote that is not closed"
+        )
+        return Refusal(line, ref, reason, cells)
+    try:
+        enrolment = parse_fields(
+            values,
+            protocols=config.protocols,
+            default_timezone=config.settings.timezone,
+            require_booking_ref=True,
+        )
+    except InvalidEnrolment as exc:
+        return Refusal(line, ref, "; ".join(exc.problems), cells)
+    return _Row(line, cells, enrolment)
+
+
+def _unwritable(exc: RenderError) -> str:
+    return f"a message for this patient could not be written ({exc})"
+
+
+def _land_one(
+    session: Session, config: Config, row: _Row, version: int | None, outcome: _Outcome, *,
+    now: datetime, actor: str,
+) -> None:  # fmt: skip
+    try:
+        # A savepoint per row: a row that fails part-way leaves nothing behind, and the rows
+        # before it in the batch stay.
+        with session.begin_nested():
+            result = services.enrol(session, config, row.enrolment, now=now, actor=actor)
+    except services.EnrolmentRefused as exc:
+        outcome.refusals.append(row.refusal(str(exc)))
+        return
+    except RenderError as exc:
+        outcome.refusals.append(row.refusal(_unwritable(exc)))
+        return
+    if result.created:
+        outcome.created += 1
+    elif result.enrolment.schedule_version != version:
+        outcome.updated += 1
+    else:
+        outcome.unchanged += 1
+    outcome.warnings += len(result.warnings)
+
+
+@dataclass
+class _Plan:
+    row: _Row
+    starts_at: datetime
+    reminders: list[dict[str, object]]
+    warnings: list[str]
+
+
+def _land_new(
+    session: Session, config: Config, rows: list[_Row], outcome: _Outcome, *,
+    now: datetime, actor: str,
+) -> set[str]:  # fmt: skip
+    """Enrol rows whose booking references are not stored yet, with a few multi-row INSERTs
+    for the whole batch instead of a dozen statements per row: what makes 100,000 rows take
+    seconds rather than minutes. Writes exactly what `services.enrol` writes for a new
+    enrolment (tests/test_import.py compares the two). Returns the booking references it could
+    not insert because another writer stored one of them first."""
+    plans: list[_Plan] = []
+    for row in rows:
+        enrolment = row.enrolment.with_changes(enrolled_at=now)
+        try:
+            starts_at = services.future_start(enrolment, now)
+            schedule = compute_schedule(
+                config.protocols[enrolment.procedure], enrolment, now, config.window
+            )
+            reminders = [
+                services.reminder_values(config, schedule, planned, 1)
+                for planned in schedule.reminders
+            ]
+        except services.EnrolmentRefused as exc:
+            outcome.refusals.append(row.refusal(str(exc)))
+            continue
+        except RenderError as exc:
+            outcome.refusals.append(row.refusal(_unwritable(exc)))
+            continue
+        plans.append(_Plan(row, starts_at, reminders, list(dict.fromkeys(schedule.warnings))))
+    if not plans:
+        return set()
+    try:
+        with session.begin_nested():
+            _insert(session, plans, now=now, actor=actor)
+    except IntegrityError:
+        return {plan.row.ref for plan in plans}
+    outcome.created += len(plans)
+    outcome.warnings += sum(len(plan.warnings) for plan in plans)
+    return set()
+
+
+def _insert(session: Session, plans: list[_Plan], *, now: datetime, actor: str) -> None:
+    patient_ids = session.scalars(
+        insert(models.Patient).returning(models.Patient.id, sort_by_parameter_order=True),
+        [
+            {
+                "name": plan.row.enrolment.name,
+                "phone": plan.row.enrolment.phone,
+                "email": plan.row.enrolment.email,
+                "language": plan.row.enrolment.language,
+            }
+            for plan in plans
+        ],
+    ).all()
+    enrolment_ids = session.scalars(
+        insert(models.Enrolment).returning(models.Enrolment.id, sort_by_parameter_order=True),
+        [
+            _enrolment_values(plan.row.enrolment, plan.starts_at, patient_id, now)
+            for plan, patient_id in zip(plans, patient_ids, strict=True)
+        ],
+    ).all()
+    reminders = [
+        {**values, "enrolment_id": enrolment_id}
+        for plan, enrolment_id in zip(plans, enrolment_ids, strict=True)
+        for values in plan.reminders
+    ]
+    if reminders:
+        session.execute(insert(models.Reminder), reminders)
+    # As services.enrol files them: late-enrolment warnings on the call list, and who enrolled.
+    attention = [
+        {"enrolment_id": enrolment_id, "kind": "late-enrolment", "message": message,
+         "needs_call": True, "created_at": now}
+        for plan, enrolment_id in zip(plans, enrolment_ids, strict=True)
+        for message in plan.warnings
+    ]  # fmt: skip
+    if attention:
+        session.execute(insert(models.AttentionItem), attention)
+    session.execute(
+        insert(models.AuditEntry),
+        [
+            {"at": now, "actor": actor, "action": "enrol", "enrolment_id": enrolment_id,
+             "detail": json.dumps({"booking_ref": plan.row.ref,
+                                   "procedure": plan.row.enrolment.procedure}, sort_keys=True)}
+            for plan, enrolment_id in zip(plans, enrolment_ids, strict=True)
+        ],
+    )  # fmt: skip
+
+
+def _enrolment_values(
+    enrolment: Enrolment, starts_at: datetime, patient_id: int, now: datetime
+) -> dict[str, object]:
+    return {
+        "booking_ref": enrolment.booking_ref,
+        "patient_id": patient_id,
+        "procedure": enrolment.procedure,
+        "local_date": enrolment.date,
+        "local_time": enrolment.time,
+        "timezone": enrolment.timezone.key,
+        "starts_at": starts_at,
+        "arrival": enrolment.arrival,
+        "sedation": enrolment.sedation,
+        "joint": enrolment.joint,
+        "anticoagulant": enrolment.anticoagulant,
+        "anticoagulant_hold_days": enrolment.anticoagulant_hold_days,
+        "anticoagulant_restart_days": enrolment.anticoagulant_restart_days,
+        "status": models.ENROLMENT_ACTIVE,
+        "schedule_version": 1,
+        "enrolled_at": now,
+    }
