@@ -100,6 +100,7 @@ class Enrolment:
 
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CLOCK = re.compile(r"^(\d{1,2}):(\d{2})$")
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})*$")
 _BOOKING_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9/_.-]{0,63}$")
@@ -173,7 +174,8 @@ def _parse_days(value: str) -> int:
 def parse_timezone(value: str) -> ZoneInfo:
     try:
         return ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
+    # OSError: a directory of the zone database ("Etc") or a name too long for a file name.
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ValueError(
             f"{value!r} is not a known time zone; use an IANA name such as Europe/London"
         ) from None
@@ -193,6 +195,12 @@ def parse_fields(
     if unknown:
         problems.append(f"unknown field {', '.join(unknown)} (known: {', '.join(FIELDS)})")
     raw = {k: v.strip() for k, v in values.items() if k in FIELDS and v and v.strip()}
+    for name, value in list(raw.items()):
+        if _CONTROL.search(value):
+            # A NUL or a stray escape from a copy and paste: PostgreSQL refuses NUL outright,
+            # and no field of an enrolment needs one.
+            problems.append(f"{name}: contains a control character; type it again")
+            del raw[name]
     parsed: dict[str, object] = {}
 
     def take(name: str, parse: object) -> None:
@@ -203,7 +211,7 @@ def parse_fields(
                 problems.append(f"{name}: {exc}")
 
     for name in ("name", "procedure", "date", "time"):
-        if name not in raw:
+        if name not in raw and not any(p.startswith(f"{name}: ") for p in problems):
             problems.append(f"{name}: required")
     if require_booking_ref and "booking_ref" not in raw:
         problems.append("booking_ref: required")

@@ -63,7 +63,8 @@ def parse_sending_window(value: str, *, source: str = "REMINDERS_SENDING_WINDOW"
 def parse_timezone(value: str, *, source: str) -> ZoneInfo:
     try:
         return ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
+    # OSError: a directory of the zone database ("Etc") or a name too long for a file name.
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ConfigError(
             f"{source}: unknown time zone {value!r}; use an IANA name such as Europe/London"
         ) from None

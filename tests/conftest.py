@@ -13,6 +13,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fakes.smtp import FakeSmtp
@@ -234,3 +235,26 @@ def web_settings(database_url: str) -> Settings:
             "REMINDERS_SENDING_WINDOW": "00:00-24:00",
         }
     )
+
+
+@pytest.fixture(scope="session")
+def chromium(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Headless Chromium under Playwright, from the system's package (tests/browser.py)."""
+    from browser import CHROMIUM_ARGS, find_chromium, install_chromium
+    from playwright.sync_api import sync_playwright
+
+    path = find_chromium()
+    if path is None:
+        _shout(request, "Chromium not found: installing Debian's chromium for the browser tests")
+        problem = install_chromium()
+        path = find_chromium()
+        if path is None:
+            message = f"SKIPPING BROWSER TESTS: {problem or 'Chromium still not found'}"
+            _shout(request, message)
+            pytest.skip(message)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=path, headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()

@@ -301,10 +301,6 @@ def test_a_procedure_in_the_past_is_refused(as_booking_system: TestClient) -> No
     assert_refused(enrol(as_booking_system, date=yesterday), 422, "already passed")
 
 
-@pytest.mark.xfail(
-    reason="enrolment.parse_timezone lets ZoneInfo's OSError through for a zone directory "
-    "such as 'Etc' or an over-long name, so the API answers 500",
-)
 def test_a_time_zone_that_is_a_directory_is_refused(app: FastAPI, token: str) -> None:
     client = TestClient(app, raise_server_exceptions=False)
     client.headers["Authorization"] = f"Bearer {token}"

@@ -20,7 +20,6 @@ from processes import BIN, RedisServer, free_port, wait_for
 from reminders.settings import Settings
 from reminders.web.app import create_app
 
-
 SECRET = {"REMINDERS_SECRET_KEY": "synthetic-test-secret"}
 
 

@@ -29,6 +29,8 @@ def get_now() -> datetime:
     return datetime.now(UTC)
 
 
-DbSession = Annotated[Session, Depends(get_session)]
+# scope="function": committed when the handler returns, before the response is sent, so a
+# commit that fails is an error page rather than a success followed by a silent rollback.
+DbSession = Annotated[Session, Depends(get_session, scope="function")]
 AppConfig = Annotated[Config, Depends(get_config)]
 Now = Annotated[datetime, Depends(get_now)]
