@@ -19,6 +19,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+from sqlalchemy import func, select
+
+from reminders import models
+from reminders.db import make_engine
 from reminders.migrate import upgrade
 from reminders.settings import PROJECT_ROOT, Settings
 
@@ -86,6 +90,15 @@ def _wait_healthy(url: str, supervisor: Supervisor, timeout: float = 60) -> None
     raise RuntimeError(f"the web app did not become healthy at {url}/healthz")
 
 
+def _has_staff(url: str) -> bool:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            return connection.scalar(select(func.count()).select_from(models.User)) != 0
+    finally:
+        engine.dispose()
+
+
 def run(port: int) -> int:
     settings = Settings.from_env()
     env = dict(os.environ)
@@ -131,6 +144,13 @@ def run(port: int) -> int:
         url = f"http://127.0.0.1:{port}"
         _wait_healthy(url, supervisor)
         print(f"reminders is running. Staff pages: {url}/  (Ctrl-C stops everything)", flush=True)
+        if not _has_staff(settings.database_url):
+            print(
+                "No staff accounts yet. Add one in another terminal with:\n"
+                "  .venv/bin/reminders user add --email you@example.org --role admin "
+                "--password-stdin",
+                flush=True,
+            )
         while (name := supervisor.exited()) is None:
             time.sleep(0.5)
         print(f"reminders up: {name} stopped unexpectedly; stopping the rest", file=sys.stderr)

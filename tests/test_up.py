@@ -79,6 +79,7 @@ def test_up_runs_everything_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
             up.kill()
         log.close()
     assert "Staff pages: http://127.0.0.1:" in (tmp_path / "up.log").read_text()
+    assert "No staff accounts yet. Add one" in (tmp_path / "up.log").read_text()
 
 
 def test_healthz_names_the_broker_when_redis_is_down(
