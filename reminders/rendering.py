@@ -131,6 +131,8 @@ class Renderer:
         self._sources: dict[str, str | None] = {}
         self._variables: dict[str, frozenset[str]] = {}
         self._versions: dict[tuple[str, str, str], str] = {}
+        self._file_variables: dict[str, frozenset[str]] = {}
+        self._unit_only: dict[str, str] = {}
 
     # --- finding templates -------------------------------------------------------------------
 
@@ -221,6 +223,24 @@ class Renderer:
         except Exception as exc:  # a template error of any kind is a configuration error
             raise RenderError(f"{path}: {type(exc).__name__}: {exc}") from None
 
+    def _render_unit_only(self, path: str, context: dict[str, Any]) -> str:
+        """A file that shows only the unit's details (the email footer) reads the same for
+        every patient, so it is rendered once: a CSV import writes hundreds of thousands."""
+        if context.get("unit") is not self.unit or self._path_variables(path) - {"unit"}:
+            return self._render(path, context)
+        if path not in self._unit_only:
+            self._unit_only[path] = self._render(path, context)
+        return self._unit_only[path]
+
+    def _path_variables(self, path: str) -> frozenset[str]:
+        """The context values a file refers to, those of the files it includes too."""
+        if path not in self._file_variables:
+            used: set[str] = set()
+            for part in self._with_includes([path]):
+                used |= meta.find_undeclared_variables(self.env.parse(self._source(part) or ""))
+            self._file_variables[path] = frozenset(used)
+        return self._file_variables[path]
+
     def render(self, reminder: PlannedReminder, facts: Facts) -> Message:
         context = template_context(facts, reminder.send_at, self.unit)
         return self.render_with(reminder.template, reminder.channel, facts, context)
@@ -243,7 +263,7 @@ class Renderer:
         subject = " ".join(self._render(f"{language}/{template}/subject.txt", context).split())
         shared = self.resolve_shared(language)
         text = self._render(f"{language}/{template}/email.txt", context)
-        footer = self._render(f"{shared}/_footer.txt", context)
+        footer = self._render_unit_only(f"{shared}/_footer.txt", context)
         fragment = self._render(f"{language}/{template}/email.html", context)
         html = self._render(
             f"{shared}/_layout.html", {**context, "subject": subject, "content": Markup(fragment)}
@@ -269,10 +289,6 @@ class Renderer:
         """The context values this template's files for `channel` refer to."""
         key = f"{language}/{template}/{channel}"
         if key not in self._variables:
-            used: set[str] = set()
             parts = [f"{language}/{template}/{part}" for part in PARTS[channel]]
-            for path in self._with_includes(parts):
-                source = self._source(path) or ""
-                used |= meta.find_undeclared_variables(self.env.parse(source))
-            self._variables[key] = frozenset(used)
+            self._variables[key] = frozenset().union(*map(self._path_variables, parts))
         return self._variables[key]

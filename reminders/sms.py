@@ -65,12 +65,18 @@ _PLAIN = frozenset(c for c in map(chr, range(128)) if _gsm7_char(c) == c)
 
 def septets(text: str) -> int:
     """Length in GSM-7 septets: characters of the extension table (such as € [ ]) take two."""
+    if _PLAIN.issuperset(text):  # counted in C, not character by character
+        return len(text) + sum(text.count(char) for char in _PLAIN_ESCAPED)
     return sum(map(_septets, text))
 
 
 @cache
 def _septets(char: str) -> int:
     return len(char.encode(CODEC))
+
+
+# The ASCII that GSM-7 sends escaped, as two septets: [ ] { } ^ ~ | and the backslash.
+_PLAIN_ESCAPED = frozenset(char for char in _PLAIN if _septets(char) == 2)
 
 
 def segments(text: str) -> int:
