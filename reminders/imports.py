@@ -33,9 +33,9 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from sqlalchemy import insert, select
+from sqlalchemy import ColumnDefault, Connection, Table, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -474,8 +474,13 @@ def _land_new(
 
 
 def _insert(session: Session, plans: list[_Plan], *, now: datetime, actor: str) -> None:
-    patient_ids = session.scalars(
-        insert(models.Patient).returning(models.Patient.id, sort_by_parameter_order=True),
+    # Core inserts on the tables, not the ORM's bulk insert: that one leaves out a row's None
+    # values so that server defaults apply, which splits a batch into a statement for every
+    # run of rows with the same empty columns (an SMS has no subject, an email has one).
+    connection = session.connection()
+    patient_ids = _insert_many(
+        connection,
+        _table(models.Patient),
         [
             {
                 "name": plan.row.enrolment.name,
@@ -485,21 +490,24 @@ def _insert(session: Session, plans: list[_Plan], *, now: datetime, actor: str) 
             }
             for plan in plans
         ],
-    ).all()
-    enrolment_ids = session.scalars(
-        insert(models.Enrolment).returning(models.Enrolment.id, sort_by_parameter_order=True),
+        ids=True,
+    )
+    enrolment_ids = _insert_many(
+        connection,
+        _table(models.Enrolment),
         [
             _enrolment_values(plan.row.enrolment, plan.starts_at, patient_id, now)
             for plan, patient_id in zip(plans, patient_ids, strict=True)
         ],
-    ).all()
+        ids=True,
+    )
     reminders = [
         {**values, "enrolment_id": enrolment_id}
         for plan, enrolment_id in zip(plans, enrolment_ids, strict=True)
         for values in plan.reminders
     ]
     if reminders:
-        session.execute(insert(models.Reminder), reminders)
+        _insert_many(connection, _table(models.Reminder), reminders)
     # As services.enrol files them: late-enrolment warnings on the call list, and who enrolled.
     attention = [
         {"enrolment_id": enrolment_id, "kind": "late-enrolment", "message": message,
@@ -508,9 +516,10 @@ def _insert(session: Session, plans: list[_Plan], *, now: datetime, actor: str) 
         for message in plan.warnings
     ]  # fmt: skip
     if attention:
-        session.execute(insert(models.AttentionItem), attention)
-    session.execute(
-        insert(models.AuditEntry),
+        connection.execute(insert(_table(models.AttentionItem)), attention)
+    _insert_many(
+        connection,
+        _table(models.AuditEntry),
         [
             {"at": now, "actor": actor, "action": "enrol", "enrolment_id": enrolment_id,
              "detail": json.dumps({"booking_ref": plan.row.ref,
@@ -518,6 +527,57 @@ def _insert(session: Session, plans: list[_Plan], *, now: datetime, actor: str) 
             for plan, enrolment_id in zip(plans, enrolment_ids, strict=True)
         ],
     )  # fmt: skip
+
+
+def _insert_many(
+    connection: Connection, table: Table, rows: list[dict[str, Any]], *, ids: bool = False
+) -> list[int]:
+    """INSERT the rows, and return their ids in order when asked.
+
+    On PostgreSQL with COPY, which takes a fraction of the time of an INSERT per row for the
+    reminders' wide rows (an email's HTML is a few kilobytes); the ids are then taken from the
+    table's sequence first, which is what an INSERT would do, so they are known in order."""
+    if connection.dialect.name != "postgresql":
+        if not ids:
+            connection.execute(insert(table), rows)
+            return []
+        returning = insert(table).returning(table.c.id, sort_by_parameter_order=True)
+        return list(connection.scalars(returning, rows))
+    new_ids: list[int] = []
+    if ids:
+        new_ids = list(
+            connection.scalars(
+                text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) "
+                     "FROM generate_series(1, :count)"),
+                {"table": table.name, "count": len(rows)},
+            )
+        )  # fmt: skip
+        rows = [{"id": new_id, **row} for new_id, row in zip(new_ids, rows, strict=True)]
+    names = list(rows[0])
+    # COPY skips SQLAlchemy, so the defaults it would fill in (created_at, updated_at) are
+    # filled in here; a column with neither a value nor a default gets its server default.
+    defaults: dict[str, object] = {}
+    for column in table.columns:
+        default = column.default
+        if column.key in rows[0] or not isinstance(default, ColumnDefault):
+            continue
+        defaults[column.key] = default.arg if default.is_scalar else default.arg(None)
+    quote = connection.dialect.identifier_preparer.quote
+    columns = ", ".join(quote(name) for name in [*names, *defaults])
+    dbapi: Any = connection.connection.dbapi_connection
+    with (
+        dbapi.cursor() as cursor,
+        cursor.copy(f"COPY {quote(table.name)} ({columns}) FROM STDIN") as copy,
+    ):
+        for row in rows:
+            copy.write_row([*(row[name] for name in names), *defaults.values()])
+    return new_ids
+
+
+def _table(model: type[models.Base]) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)  # declarative models map tables, never other selectables
+    return table
 
 
 def _enrolment_values(
