@@ -89,7 +89,12 @@ def admin_user(user: StaffUser) -> models.User:
 AdminUser = Annotated[models.User, Depends(admin_user)]
 
 
-async def _checked_form(request: Request) -> FormData:
+async def checked_form(request: Request) -> FormData:
+    """The posted form, refused unless it carries the session's CSRF token.
+
+    Reading the body is the only async work of a form post: the handlers themselves are plain
+    functions, run in the thread pool, because a database call (or an argon2 hash) in an async
+    handler stops the event loop, and with it every other request."""
     form = await request.form()
     given = form.get("csrf_token")
     expected = request.session.get("csrf")
@@ -98,10 +103,13 @@ async def _checked_form(request: Request) -> FormData:
     return form
 
 
-async def staff_form(request: Request, user: StaffUser) -> FormData:
-    """The posted form of a logged-in user, refused unless it carries the session's CSRF token.
+CheckedForm = Annotated[FormData, Depends(checked_form)]
+
+
+def staff_form(user: StaffUser, form: CheckedForm) -> FormData:
+    """The posted form of a logged-in user (the login is checked first, then the token).
     Every staff POST takes its fields from here."""
-    return await _checked_form(request)
+    return form
 
 
 StaffForm = Annotated[FormData, Depends(staff_form)]
@@ -128,8 +136,7 @@ def login_form(request: Request, next: str | None = None) -> Response:
 
 
 @router.post("/login", response_class=HTMLResponse)
-async def login(request: Request, session: DbSession, now: Now) -> Response:
-    form = await _checked_form(request)
+def login(request: Request, session: DbSession, now: Now, form: CheckedForm) -> Response:
     email = str(form.get("email") or "")
     password = str(form.get("password") or "")
     target = _safe_next(str(form.get("next") or ""))
@@ -154,7 +161,7 @@ async def login(request: Request, session: DbSession, now: Now) -> Response:
 
 
 @router.post("/logout")
-async def logout(request: Request, session: DbSession, now: Now, form: StaffForm) -> Response:
+def logout(request: Request, session: DbSession, now: Now, form: StaffForm) -> Response:
     user: models.User = request.state.user
     user.sessions_valid_after = now
     session.add(models.AuditEntry(at=now, actor=user.email, action="logout"))

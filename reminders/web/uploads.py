@@ -51,7 +51,7 @@ def _form(request: Request, session: Session, *, error: str | None) -> Response:
 
 
 @router.post("/import", response_class=HTMLResponse)
-async def upload(
+def upload(
     request: Request, form: StaffForm, session: DbSession, config: AppConfig, now: Now
 ) -> Response:
     user: models.User = request.state.user

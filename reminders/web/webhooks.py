@@ -4,9 +4,10 @@ check and record; the rules live in `reminders.delivery`."""
 from __future__ import annotations
 
 from html import escape
+from typing import Annotated
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse
 from twilio.request_validator import RequestValidator
 
@@ -17,6 +18,7 @@ from reminders.settings import Settings
 
 router = APIRouter()
 STATUS_PATH = "/webhooks/twilio/status"
+INBOUND_PATH = "/webhooks/twilio/inbound"
 
 
 async def signed_form(request: Request, settings: Settings, path: str) -> dict[str, str] | None:
@@ -36,9 +38,21 @@ async def signed_form(request: Request, settings: Settings, path: str) -> dict[s
 FORBIDDEN = Response("Forbidden", status_code=403, media_type="text/plain")
 
 
+# The handlers below are plain functions, run in the thread pool: their database work would
+# otherwise block the event loop, and with it every other request, while a connection is found.
+# Only reading the body is async, in these dependencies.
+async def _status_form(request: Request) -> dict[str, str] | None:
+    return await signed_form(request, request.app.state.settings, STATUS_PATH)
+
+
+async def _inbound_form(request: Request) -> dict[str, str] | None:
+    return await signed_form(request, request.app.state.settings, INBOUND_PATH)
+
+
 @router.post(STATUS_PATH, include_in_schema=False)
-async def twilio_status(request: Request) -> Response:
-    form = await signed_form(request, request.app.state.settings, STATUS_PATH)
+def twilio_status(
+    request: Request, form: Annotated[dict[str, str] | None, Depends(_status_form)]
+) -> Response:
     if form is None:
         return FORBIDDEN
     with session_scope(request.app.state.sessions) as session:
@@ -51,12 +65,10 @@ async def twilio_status(request: Request) -> Response:
     return Response(status_code=204)
 
 
-INBOUND_PATH = "/webhooks/twilio/inbound"
-
-
 @router.post(INBOUND_PATH, include_in_schema=False)
-async def twilio_inbound(request: Request) -> Response:
-    form = await signed_form(request, request.app.state.settings, INBOUND_PATH)
+def twilio_inbound(
+    request: Request, form: Annotated[dict[str, str] | None, Depends(_inbound_form)]
+) -> Response:
     if form is None:
         return FORBIDDEN
     with session_scope(request.app.state.sessions) as session:
