@@ -13,6 +13,7 @@ The database is the source of truth and Redis only carries ids of work due now. 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -383,7 +384,14 @@ def _email_instead(
     _attention(session, reminder, "fallback", f"{reminder.rule}: the text failed. {note}")
 
 
-def _send(transport: Transport, message: OutgoingMessage) -> Sent | DeliveryError:
+def _send(transport: Transport, message: OutgoingMessage) -> tuple[Sent | DeliveryError, float]:
+    """The outcome, and how long the provider took over it (for the provider-latency metric)."""
+    started = time.perf_counter()
+    outcome = _attempt(transport, message)
+    return outcome, time.perf_counter() - started
+
+
+def _attempt(transport: Transport, message: OutgoingMessage) -> Sent | DeliveryError:
     try:
         return transport.send(message)
     except DeliveryError as exc:
@@ -417,7 +425,7 @@ def send_reminders(
     counts: dict[str, int] = {"held": len(held), "skipped": len(held) - len(ready)}
     with locked_scope(factory) as session:
         now = clock()
-        for (reminder_id, message), result in zip(ready, results, strict=True):
+        for (reminder_id, message), (result, seconds) in zip(ready, results, strict=True):
             reminder = session.get(R, reminder_id, with_for_update=True)
             if reminder is None or (reminder.state, reminder.attempts) != (
                 "sending",
@@ -430,6 +438,7 @@ def send_reminders(
                 continue
             transport = transports.for_channel(message.channel).name
             record_outcome(session, reminder, result, transport, now)
+            reminder.provider_seconds = seconds
             if isinstance(result, PermanentError) and reminder.channel == "sms":
                 _email_instead(session, config, reminder, now)
             key = "sent" if isinstance(result, Sent) else type(result).__name__

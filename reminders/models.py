@@ -16,6 +16,7 @@ from sqlalchemy import (
     CheckConstraint,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -246,6 +247,8 @@ class Reminder(Timestamped, Base):
     queued_at: Mapped[datetime | None] = mapped_column()
     sending_at: Mapped[datetime | None] = mapped_column()
     transport: Mapped[str | None] = mapped_column(String(16))  # twilio, smtp or outbox
+    # How long the provider took over the last attempt: the provider-latency metric.
+    provider_seconds: Mapped[float | None] = mapped_column(Float)
     destination: Mapped[str | None] = mapped_column(String(320))  # where it was sent
 
     enrolment: Mapped[Enrolment] = relationship(back_populates="reminders")

@@ -11,6 +11,7 @@ from email.message import EmailMessage
 
 from fakes.smtp import FakeSmtp
 from fakes.twilio import FakeTwilio
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 from world import EMAIL, PHONE, World
 
@@ -19,6 +20,7 @@ from reminders.config import Config
 from reminders.db import session_scope
 from reminders.settings import Settings
 from reminders.transports import OutgoingMessage, Sent
+from reminders.web.app import create_app
 
 
 def test_due_reminders_reach_twilio_and_the_mail_server_once(
@@ -350,3 +352,17 @@ def test_an_sms_refused_for_good_goes_by_email_once_and_staff_see_why(
         "booking-confirmation: the text failed. The same message is being sent by email instead.",
         "day-before: the text failed. The patient gets this message by email too.",
     ]
+
+
+def test_metrics_give_the_providers_latency_for_every_send(w: World) -> None:
+    w.enrol()
+    w.deliver()
+    with session_scope(w.factory) as session:
+        sent = session.scalars(select(models.Reminder).where(models.Reminder.state == "sent")).all()
+        assert sent and all(r.provider_seconds is not None for r in sent)
+    text = TestClient(create_app(w.config.settings)).get("/metrics").text
+    counts = [
+        line for line in text.splitlines()
+        if line.startswith("reminders_provider_latency_seconds_count")
+    ]  # fmt: skip
+    assert counts == [f"reminders_provider_latency_seconds_count {float(len(sent))}"]

@@ -1,4 +1,4 @@
-"""Staff accounts, API tokens and CSV uploads.
+"""Staff accounts, API tokens and CSV uploads; how long the provider took over each send.
 
 Revision ID: 0004
 Revises: 0003
@@ -17,6 +17,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.add_column("reminders", sa.Column("provider_seconds", sa.Float(), nullable=True))
     op.create_table(
         "users",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -69,14 +70,14 @@ def upgrade() -> None:
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("row", sa.Text(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["run_id"], ["import_runs.id"],
-            name=op.f("fk_import_refusals_run_id_import_runs"), ondelete="CASCADE",
-        ),  # fmt: skip
+            ["run_id"],
+            ["import_runs.id"],
+            name=op.f("fk_import_refusals_run_id_import_runs"),
+            ondelete="CASCADE",
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_import_refusals")),
     )
-    op.create_index(
-        op.f("ix_import_refusals_run_id"), "import_refusals", ["run_id"], unique=False
-    )
+    op.create_index(op.f("ix_import_refusals_run_id"), "import_refusals", ["run_id"], unique=False)
 
 
 def downgrade() -> None:
@@ -85,3 +86,5 @@ def downgrade() -> None:
     op.drop_table("import_runs")
     op.drop_table("api_tokens")
     op.drop_table("users")
+    with op.batch_alter_table("reminders") as batch:  # SQLite rebuilds the table to drop a column
+        batch.drop_column("provider_seconds")

@@ -17,6 +17,7 @@ from reminders import models
 from reminders.tasks import Queues
 
 LATENESS_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
+PROVIDER_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 def database_ok(sessions: sessionmaker[Session]) -> bool:
@@ -86,6 +87,7 @@ class ReminderCollector(Collector):
                 if total.state in ("sent", "failed"):
                     sends[(total.state, total.channel, total.transport)] += total.count
             lateness = self._lateness(session)
+            provider = self._provider_latency(session)
         for (state, channel), count in sorted(states.items()):
             by_state.add_metric([state, channel], count)
         for outcome_labels, count in sorted(sends.items()):
@@ -93,6 +95,7 @@ class ReminderCollector(Collector):
         yield by_state
         yield outcomes
         yield lateness
+        yield provider
         depth = GaugeMetricFamily(
             "reminders_queue_depth", "Tasks waiting in the broker, by queue.", labels=["queue"]
         )
@@ -107,25 +110,49 @@ class ReminderCollector(Collector):
     def _lateness(self, session: Session) -> HistogramMetricFamily:
         """How long after its due time each sent reminder went, as a histogram."""
         R = models.Reminder
-        late = _seconds_between(session, R.sent_at, R.send_at)
-        counts = session.execute(
-            select(
-                *(func.sum(case((late <= b, 1), else_=0)) for b in LATENESS_BUCKETS),
-                func.count(),
-                func.coalesce(func.sum(late), 0),
-            ).where(R.state == "sent", R.sent_at.is_not(None))
-        ).one()
-        *buckets, total, seconds = counts
-        family = HistogramMetricFamily(
-            "reminders_lateness_seconds", "Seconds from a reminder's due time to its sending."
+        return _histogram(
+            session,
+            "reminders_lateness_seconds",
+            "Seconds from a reminder's due time to its sending.",
+            _seconds_between(session, R.sent_at, R.send_at),
+            LATENESS_BUCKETS,
+            R.state == "sent",
+            R.sent_at.is_not(None),
         )
-        family.add_metric(
-            [],
-            [(str(b), float(n or 0)) for b, n in zip(LATENESS_BUCKETS, buckets, strict=True)]
-            + [("+Inf", float(total))],
-            float(seconds),
+
+    def _provider_latency(self, session: Session) -> HistogramMetricFamily:
+        """How long the provider took over each attempt that ended (sent or failed)."""
+        R = models.Reminder
+        return _histogram(
+            session,
+            "reminders_provider_latency_seconds",
+            "Seconds the provider (Twilio, the mail server) took over a send.",
+            R.provider_seconds,
+            PROVIDER_BUCKETS,
+            R.provider_seconds.is_not(None),
         )
-        return family
+
+
+def _histogram(
+    session: Session, name: str, documentation: str, value: Any, buckets: tuple[float, ...],
+    *where: Any,
+) -> HistogramMetricFamily:  # fmt: skip
+    counts = session.execute(
+        select(
+            *(func.sum(case((value <= b, 1), else_=0)) for b in buckets),
+            func.count(),
+            func.coalesce(func.sum(value), 0),
+        ).where(*where)
+    ).one()
+    *in_buckets, total, seconds = counts
+    family = HistogramMetricFamily(name, documentation)
+    family.add_metric(
+        [],
+        [(str(b), float(n or 0)) for b, n in zip(buckets, in_buckets, strict=True)]
+        + [("+Inf", float(total))],
+        float(seconds),
+    )
+    return family
 
 
 def _seconds_between(session: Session, later: Any, earlier: Any) -> Any:
