@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import phonenumbers
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, joinedload
 
 from reminders import models
@@ -40,28 +40,26 @@ def _phone(text: str) -> str | None:
 
 def search(session: Session, text: str) -> list[models.Enrolment]:
     """Enrolments matching a booking reference, a phone number, or part of a name: newest
-    procedure first, cancelled and completed ones included (staff look those up too)."""
+    procedure first, cancelled and completed ones included (staff look those up too).
+
+    A booking reference is looked for first, on its own: it is one index lookup, where part of
+    a name has to be looked for across every patient (with a trigram index on PostgreSQL)."""
     text = text.strip()
     if not text:
         return []
-    query: Select[models.Enrolment] = select(E).join(E.patient)
+    newest_first = (
+        select(E).join(E.patient).options(joinedload(E.patient)).order_by(E.starts_at.desc())
+    )
+    by_ref = list(session.scalars(newest_first.where(func.lower(E.booking_ref) == text.lower())))
+    if by_ref:
+        return by_ref
     phone = _phone(text)
     if phone is not None:
-        query = query.where(P.phone == phone)
-    else:
-        # Escape LIKE's wildcards: a name typed with % or _ means those characters.
-        pattern = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        query = query.where(
-            or_(
-                func.lower(E.booking_ref) == text.lower(),
-                func.lower(P.name).like(f"%{pattern}%", escape="\\"),
-            )
-        )
-    return list(
-        session.scalars(
-            query.options(joinedload(E.patient)).order_by(E.starts_at.desc()).limit(SEARCH_LIMIT)
-        )
-    )
+        return list(session.scalars(newest_first.where(P.phone == phone).limit(SEARCH_LIMIT)))
+    # Escape LIKE's wildcards: a name typed with % or _ means those characters.
+    pattern = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    named = func.lower(P.name).like(f"%{pattern}%", escape="\\")
+    return list(session.scalars(newest_first.where(named).limit(SEARCH_LIMIT)))
 
 
 def needs_attention(

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Time,
     UniqueConstraint,
     false,
+    func,
     inspect,
     text,
 )
@@ -152,7 +153,8 @@ class Patient(Timestamped, Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
-    phone: Mapped[str | None] = mapped_column(String(20))  # E.164
+    # E.164; indexed for the staff's search and for matching a patient's reply to them.
+    phone: Mapped[str | None] = mapped_column(String(20), index=True)
     email: Mapped[str | None] = mapped_column(String(320))
     language: Mapped[str] = mapped_column(String(35), default="en-GB", server_default="en-GB")
 
@@ -161,7 +163,11 @@ class Patient(Timestamped, Base):
 
 class Enrolment(Base):
     __tablename__ = "enrolments"
-    __table_args__ = (CheckConstraint(_one_of("status", ENROLMENT_STATUSES), name="status"),)
+    __table_args__ = (
+        CheckConstraint(_one_of("status", ENROLMENT_STATUSES), name="status"),
+        # The staff's search compares booking references lower-cased.
+        Index("ix_enrolments_booking_ref_lower", func.lower(text("booking_ref"))),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     booking_ref: Mapped[str] = mapped_column(String(64), unique=True)

@@ -61,6 +61,15 @@ def test_upgrade_downgrade_and_upgrade_again(empty_database_url: str) -> None:
     assert table_names(url) == APPLICATION_TABLES | {"alembic_version"}
 
 
+# Made by the migration on PostgreSQL when pg_trgm is available, so not in the models, which
+# describe what every database has.
+POSTGRES_ONLY = {"ix_patients_name_trigram"}
+
+
+def not_postgres_only(obj: object, name: str | None, kind: str, *_: object) -> bool:
+    return not (kind == "index" and name in POSTGRES_ONLY)
+
+
 def test_migrated_schema_matches_the_models(empty_database_url: str) -> None:
     upgrade(empty_database_url)
     engine = make_engine(empty_database_url)
@@ -68,7 +77,11 @@ def test_migrated_schema_matches_the_models(empty_database_url: str) -> None:
         with engine.connect() as connection:
             context = MigrationContext.configure(
                 connection,
-                opts={"compare_type": True, "compare_server_default": True},
+                opts={
+                    "compare_type": True,
+                    "compare_server_default": True,
+                    "include_object": not_postgres_only,
+                },
             )
             differences = compare_metadata(context, Base.metadata)
     finally:

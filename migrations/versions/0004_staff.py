@@ -1,4 +1,5 @@
-"""Staff accounts, API tokens and CSV uploads; how long the provider took over each send.
+"""Staff accounts, API tokens and CSV uploads; how long the provider took over each send;
+indexes for the staff's search.
 
 Revision ID: 0004
 Revises: 0003
@@ -18,6 +19,12 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.add_column("reminders", sa.Column("provider_seconds", sa.Float(), nullable=True))
+    op.create_index(op.f("ix_patients_phone"), "patients", ["phone"], unique=False)
+    # Staff type booking references in any case; the search compares lower-cased.
+    op.create_index(
+        "ix_enrolments_booking_ref_lower", "enrolments", [sa.text("lower(booking_ref)")]
+    )
+    _name_search_index()
     op.create_table(
         "users",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -80,7 +87,28 @@ def upgrade() -> None:
     op.create_index(op.f("ix_import_refusals_run_id"), "import_refusals", ["run_id"], unique=False)
 
 
+def _name_search_index() -> None:
+    """A trigram index for "part of a name" on PostgreSQL, where pg_trgm can be had (it is a
+    trusted extension from PostgreSQL 13: the database's owner may create it). Without it the
+    search still works, by reading every patient's name; SQLite always does that."""
+    bind = op.get_bind()
+    if bind.dialect.name != "postgresql":
+        return
+    available = bind.execute(
+        sa.text("SELECT 1 FROM pg_available_extensions WHERE name = 'pg_trgm'")
+    ).scalar()
+    if not available:
+        return
+    op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    op.execute(
+        "CREATE INDEX ix_patients_name_trigram ON patients USING gin (lower(name) gin_trgm_ops)"
+    )
+
+
 def downgrade() -> None:
+    op.execute("DROP INDEX IF EXISTS ix_patients_name_trigram")
+    op.drop_index("ix_enrolments_booking_ref_lower", table_name="enrolments")
+    op.drop_index(op.f("ix_patients_phone"), table_name="patients")
     op.drop_index(op.f("ix_import_refusals_run_id"), table_name="import_refusals")
     op.drop_table("import_refusals")
     op.drop_table("import_runs")
