@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -255,6 +256,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                 actor="cli",
                 on_refusal=errors.write,
                 on_progress=lambda done, _rows: progress.update(task, completed=done),
+                workers=os.cpu_count() or 1,
             )
         except ImportInterrupted as exc:
             print(f"reminders import: {path.name}: {exc}", file=sys.stderr)

@@ -2,11 +2,11 @@
 `reminders import` command and the staff pages' upload.
 
 The file is checked as a whole before anything lands (`open_csv`: encoding, header, CSV
-structure), so an unusable file changes nothing. Then rows are read one at a time and each lands
-completely or not at all: good rows land, a bad row becomes a `Refusal` with the reason, handed
-to the caller as it happens. Work is committed in batches, so memory stays flat however long the
-file and a crash loses at most one batch; importing the same file again updates, never
-duplicates, because enrolment is idempotent by booking reference.
+structure), so an unusable file changes nothing. Then rows are read a batch at a time, and each
+row lands completely or not at all: good rows land, a bad row becomes a `Refusal` with the
+reason, handed to the caller once its batch is committed. Only one batch is in memory, so memory
+stays flat however long the file, and a crash loses at most that batch; importing the same file
+again updates, never duplicates, because enrolment is idempotent by booking reference.
 
 Encoding: UTF-8, with or without the byte-order mark Excel writes for "CSV UTF-8". A file that
 is not UTF-8 anywhere but is Windows-1252 throughout is read as Windows-1252, which is what
@@ -25,10 +25,13 @@ import csv
 import io
 import json
 import logging
+import multiprocessing
 import re
 import shutil
 import tempfile
+from collections import deque
 from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -44,6 +47,7 @@ from reminders.config import Config
 from reminders.enrolment import FIELDS, Enrolment, InvalidEnrolment, parse_fields
 from reminders.rendering import RenderError
 from reminders.schedule import compute_schedule
+from reminders.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,8 @@ REQUIRED = ("booking_ref", "name", "procedure", "date", "time")
 # Rows per commit: small enough that a crash loses little and a page watching the progress sees
 # it move, large enough that commits are not what the import spends its time on.
 BATCH_ROWS = 500
+# Below this, worker processes would take longer to start than the work they would share.
+POOL_MIN_ROWS = 5 * BATCH_ROWS
 _CHUNK = 1 << 20
 _SAVE_AS = "in Excel, use File > Save As and choose 'CSV UTF-8 (Comma delimited)'"
 # Bytes that Windows-1252 leaves undefined: a file holding one is not Windows-1252 either.
@@ -114,13 +120,14 @@ class CsvFile:
     """A CSV file that has passed every check that can be made before anything lands."""
 
     def __init__(
-        self, stream: BinaryIO, encoding: str, columns: list[str], fields: dict[str, str]
-    ) -> None:
+        self, stream: BinaryIO, encoding: str, columns: list[str], fields: dict[str, str],
+        rows_total: int,
+    ) -> None:  # fmt: skip
         self._stream = stream
         self._encoding = encoding
         self.columns = columns  # one name per column, unique: blank or repeated ones numbered
         self.fields = fields  # enrolment field -> its column
-        self.rows_total = 0  # counted by open_csv
+        self.rows_total = rows_total  # data rows, blank lines not counted
 
     @property
     def encoding(self) -> str:
@@ -134,10 +141,10 @@ class CsvFile:
         """(line, cells by column, whether there were more cells than columns) for every
         non-blank data row, read as the caller asks for them."""
         self._stream.seek(0)
-        text = io.TextIOWrapper(self._stream, encoding=self._encoding, newline="")
+        decoded = io.TextIOWrapper(self._stream, encoding=self._encoding, newline="")
         try:
-            reader = csv.reader(text)
-            next(reader)  # the header, checked by open_csv
+            reader = csv.reader(decoded)
+            _header(reader)  # checked by open_csv
             width = len(self.columns)
             line = reader.line_num + 1
             for cells in reader:
@@ -150,7 +157,7 @@ class CsvFile:
                     row[f"column {index}"] = cell
                 yield start, row, any(cell.strip() for cell in extra)
         finally:
-            text.detach()  # the stream is the caller's to close
+            decoded.detach()  # the stream is the caller's to close
 
 
 def open_csv(stream: BinaryIO) -> CsvFile:
@@ -166,9 +173,9 @@ def open_csv(stream: BinaryIO) -> CsvFile:
     stream.seek(0)
     encoding = _encoding_of(stream)
     stream.seek(0)
-    text = io.TextIOWrapper(stream, encoding=encoding, newline="")
+    decoded = io.TextIOWrapper(stream, encoding=encoding, newline="")
     try:
-        reader = csv.reader(text)
+        reader = csv.reader(decoded)
         header = _header(reader)
         columns, fields = _columns(header)
         rows = 0
@@ -182,12 +189,10 @@ def open_csv(stream: BinaryIO) -> CsvFile:
                 "contains quotes or line breaks must be in double quotes"
             ) from None
     finally:
-        text.detach()
+        decoded.detach()
     if rows == 0:
         raise UnusableFile("the file has a header but no rows to import")
-    found = CsvFile(stream, encoding, columns, fields)
-    found.rows_total = rows
-    return found
+    return CsvFile(stream, encoding, columns, fields, rows)
 
 
 def _encoding_of(stream: BinaryIO) -> str:
@@ -269,28 +274,41 @@ def import_csv(
     actor: str,
     on_refusal: Callable[[Refusal], None],
     on_progress: Callable[[int, int], None] | None = None,
+    workers: int = 1,
 ) -> ImportReport:
     """Enrol every good row of `source`; hand each bad one to `on_refusal`, in line order.
 
     `source` is a file opened in binary mode, or what `open_csv` made of one (to check the file
     before starting the import elsewhere, such as in a background thread). `on_progress` gets
     (bytes read, rows done) after each committed batch, so a progress bar can go by the file's
-    size. Raises UnusableFile before anything lands, and ImportInterrupted if something other
-    than a bad row stops it part-way.
+    size. With `workers` above 1, a file of more than a few batches has its messages written
+    in that many processes (see `_Planner`). Raises UnusableFile before anything lands, and
+    ImportInterrupted if something other than a bad row stops it part-way.
     """
     csv_file = source if isinstance(source, CsvFile) else open_csv(source)
     report = ImportReport(encoding=csv_file.encoding)
     seen: dict[str, int] = {}  # booking reference -> the line that had it first
-    with closing(csv_file.rows()) as rows, factory() as session:
-        while batch := list(islice(rows, BATCH_ROWS)):
+    if csv_file.rows_total < POOL_MIN_ROWS:
+        workers = 1  # starting processes would take longer than the work
+    with (
+        closing(csv_file.rows()) as rows,
+        factory() as session,
+        _Planner(config, workers) as planner,
+    ):
+        # Batches prepared (read, checked, their messages being written) ahead of the one
+        # landing, so that worker processes always have one to work on.
+        waiting: deque[_Batch] = deque()
+
+        def land_oldest() -> None:
+            batch = waiting.popleft()
             try:
-                outcome = _import_batch(session, config, csv_file, batch, seen, now, actor)
+                outcome = _land(session, config, batch, now=now, actor=actor)
                 session.commit()
             except Exception as exc:
                 session.rollback()
-                raise ImportInterrupted(batch[0][0], report, exc) from exc
+                raise ImportInterrupted(batch.first_line, report, exc) from exc
             session.expunge_all()  # what has landed need not stay in memory
-            report.rows += len(batch)
+            report.rows += batch.size
             report.created += outcome.created
             report.updated += outcome.updated
             report.unchanged += outcome.unchanged
@@ -299,7 +317,18 @@ def import_csv(
             for refusal in sorted(outcome.refusals, key=lambda r: r.line):
                 on_refusal(refusal)
             if on_progress is not None:
-                on_progress(csv_file.bytes_read, report.rows)
+                on_progress(batch.bytes_read, report.rows)
+
+        while lines := list(islice(rows, BATCH_ROWS)):
+            try:
+                waiting.append(_prepare(session, config, csv_file, lines, seen, planner, now))
+            except Exception as exc:
+                session.rollback()
+                raise ImportInterrupted(lines[0][0], report, exc) from exc
+            if len(waiting) > planner.ahead:
+                land_oldest()
+        while waiting:
+            land_oldest()
     log.info(
         "import finished: %d rows, %d created, %d updated, %d unchanged, %d refused",
         report.rows, report.created, report.updated, report.unchanged, report.refused,
@@ -330,19 +359,111 @@ class _Row:
         return Refusal(self.line, self.ref, reason, self.cells)
 
 
-def _import_batch(
+@dataclass(frozen=True)
+class _Planned:
+    """What a new enrolment will be stored as: worked out away from the database (and, with
+    workers, in another process), so it holds only values that pickle."""
+
+    starts_at: datetime
+    reminders: list[dict[str, object]]  # the columns of each reminder's row
+    warnings: list[str]  # for the call list, each once
+
+
+def _plan(config: Config, enrolment: Enrolment, now: datetime) -> _Planned | str:
+    """A new enrolment's schedule and messages, as `services.enrol` makes them, or the reason
+    it cannot be enrolled."""
+    enrolment = enrolment.with_changes(enrolled_at=now)
+    try:
+        starts_at = services.future_start(enrolment, now)
+        schedule = compute_schedule(
+            config.protocols[enrolment.procedure], enrolment, now, config.window
+        )
+        reminders = [
+            services.reminder_values(config, schedule, planned, 1) for planned in schedule.reminders
+        ]
+    except services.EnrolmentRefused as exc:
+        return str(exc)
+    except RenderError as exc:
+        return _unwritable(exc)
+    return _Planned(starts_at, reminders, list(dict.fromkeys(schedule.warnings)))
+
+
+_worker_config: Config | None = None
+
+
+def _start_worker(settings: Settings) -> None:
+    global _worker_config
+    _worker_config = Config.load(settings)
+
+
+def _plan_in_worker(enrolments: list[Enrolment], now: datetime) -> list[_Planned | str]:
+    assert _worker_config is not None, "started without _start_worker"
+    return [_plan(_worker_config, enrolment, now) for enrolment in enrolments]
+
+
+class _Planner:
+    """Works out new enrolments' schedules and writes their messages: rendering a million
+    messages is most of a big import's time, and one process uses one core. With workers,
+    batches are handed to that many processes (started fresh, each loading the configuration
+    from the same settings), while this one reads the file and writes to the database."""
+
+    def __init__(self, config: Config, workers: int) -> None:
+        self.config = config
+        self.ahead = workers if workers > 1 else 0
+        self._pool: ProcessPoolExecutor | None = None
+        if workers > 1:
+            self._pool = ProcessPoolExecutor(
+                workers,
+                mp_context=multiprocessing.get_context("spawn"),  # no fork of a threaded app
+                initializer=_start_worker,
+                initargs=(config.settings,),
+            )
+
+    def __enter__(self) -> _Planner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, enrolments: list[Enrolment], now: datetime) -> Future[list[_Planned | str]]:
+        if self._pool is not None:
+            return self._pool.submit(_plan_in_worker, enrolments, now)
+        done: Future[list[_Planned | str]] = Future()
+        try:
+            done.set_result([_plan(self.config, enrolment, now) for enrolment in enrolments])
+        except Exception as exc:  # raised where a worker's would be: when the batch lands
+            done.set_exception(exc)
+        return done
+
+
+@dataclass
+class _Batch:
+    first_line: int
+    size: int
+    bytes_read: int
+    refusals: list[Refusal]  # found by reading the rows
+    stored: list[_Row]  # booking references already stored: `enrol`, one at a time
+    versions: dict[str, int]  # their schedule versions, to tell an update from no change
+    new: list[_Row]  # the rest: planned in bulk
+    planned: Future[list[_Planned | str]]
+
+
+def _prepare(
     session: Session, config: Config, csv_file: CsvFile,
-    batch: list[tuple[int, dict[str, str], bool]], seen: dict[str, int],
-    now: datetime, actor: str,
-) -> _Outcome:  # fmt: skip
-    outcome = _Outcome()
+    lines: list[tuple[int, dict[str, str], bool]], seen: dict[str, int], planner: _Planner,
+    now: datetime,
+) -> _Batch:  # fmt: skip
+    refusals: list[Refusal] = []
     good: list[_Row] = []
-    for line, cells, overflowing in batch:
+    for line, cells, overflowing in lines:
         row = _parse_row(config, csv_file, line, cells, overflowing, seen)
         if isinstance(row, Refusal):
-            outcome.refusals.append(row)
+            refusals.append(row)
         else:
             good.append(row)
+    # Read before the batches ahead of this one have landed: none of them can hold these
+    # references, as a reference repeated in the file is refused above.
     stored = session.execute(
         select(models.Enrolment.booking_ref, models.Enrolment.schedule_version).where(
             models.Enrolment.booking_ref.in_([row.ref for row in good])
@@ -350,12 +471,28 @@ def _import_batch(
     )
     versions = {ref: version for ref, version in stored}
     new = [row for row in good if row.ref not in versions]
+    return _Batch(
+        first_line=lines[0][0],
+        size=len(lines),
+        bytes_read=csv_file.bytes_read,
+        refusals=refusals,
+        stored=[row for row in good if row.ref in versions],
+        versions=versions,
+        new=new,
+        planned=planner.submit([row.enrolment for row in new], now),
+    )
+
+
+def _land(
+    session: Session, config: Config, batch: _Batch, *, now: datetime, actor: str
+) -> _Outcome:
+    outcome = _Outcome(refusals=list(batch.refusals))
     # Whatever the bulk path could not insert (another writer enrolled one of these references
     # a moment ago) goes through `enrol` one row at a time, like the rows already stored.
-    leftover = _land_new(session, config, new, outcome, now=now, actor=actor) if new else set()
-    for row in good:
-        if row.ref in versions or row.ref in leftover:
-            _land_one(session, config, row, versions.get(row.ref), outcome, now=now, actor=actor)
+    leftover = _land_new(session, batch.new, batch.planned.result(), outcome, now=now,
+                         actor=actor)  # fmt: skip
+    for row in [*batch.stored, *leftover]:
+        _land_one(session, config, row, batch.versions.get(row.ref), outcome, now=now, actor=actor)
     return outcome
 
 
@@ -425,55 +562,36 @@ def _land_one(
     outcome.warnings += len(result.warnings)
 
 
-@dataclass
-class _Plan:
-    row: _Row
-    starts_at: datetime
-    reminders: list[dict[str, object]]
-    warnings: list[str]
-
-
 def _land_new(
-    session: Session, config: Config, rows: list[_Row], outcome: _Outcome, *,
+    session: Session, rows: list[_Row], planned: list[_Planned | str], outcome: _Outcome, *,
     now: datetime, actor: str,
-) -> set[str]:  # fmt: skip
+) -> list[_Row]:  # fmt: skip
     """Enrol rows whose booking references are not stored yet, with a few multi-row INSERTs
     for the whole batch instead of a dozen statements per row: what makes 100,000 rows take
-    seconds rather than minutes. Writes exactly what `services.enrol` writes for a new
-    enrolment (tests/test_import.py compares the two). Returns the booking references it could
-    not insert because another writer stored one of them first."""
-    plans: list[_Plan] = []
-    for row in rows:
-        enrolment = row.enrolment.with_changes(enrolled_at=now)
-        try:
-            starts_at = services.future_start(enrolment, now)
-            schedule = compute_schedule(
-                config.protocols[enrolment.procedure], enrolment, now, config.window
-            )
-            reminders = [
-                services.reminder_values(config, schedule, planned, 1)
-                for planned in schedule.reminders
-            ]
-        except services.EnrolmentRefused as exc:
-            outcome.refusals.append(row.refusal(str(exc)))
-            continue
-        except RenderError as exc:
-            outcome.refusals.append(row.refusal(_unwritable(exc)))
-            continue
-        plans.append(_Plan(row, starts_at, reminders, list(dict.fromkeys(schedule.warnings))))
+    minutes rather than hours. Writes exactly what `services.enrol` writes for a new
+    enrolment (tests/test_import.py compares the two). Returns the rows it could not insert
+    because another writer stored one of their references first."""
+    plans: list[tuple[_Row, _Planned]] = []
+    for row, plan in zip(rows, planned, strict=True):
+        if isinstance(plan, str):
+            outcome.refusals.append(row.refusal(plan))
+        else:
+            plans.append((row, plan))
     if not plans:
-        return set()
+        return []
     try:
         with session.begin_nested():
             _insert(session, plans, now=now, actor=actor)
     except IntegrityError:
-        return {plan.row.ref for plan in plans}
+        return [row for row, _ in plans]
     outcome.created += len(plans)
-    outcome.warnings += sum(len(plan.warnings) for plan in plans)
-    return set()
+    outcome.warnings += sum(len(plan.warnings) for _, plan in plans)
+    return []
 
 
-def _insert(session: Session, plans: list[_Plan], *, now: datetime, actor: str) -> None:
+def _insert(
+    session: Session, plans: list[tuple[_Row, _Planned]], *, now: datetime, actor: str
+) -> None:
     # Core inserts on the tables, not the ORM's bulk insert: that one leaves out a row's None
     # values so that server defaults apply, which splits a batch into a statement for every
     # run of rows with the same empty columns (an SMS has no subject, an email has one).
@@ -483,12 +601,12 @@ def _insert(session: Session, plans: list[_Plan], *, now: datetime, actor: str) 
         _table(models.Patient),
         [
             {
-                "name": plan.row.enrolment.name,
-                "phone": plan.row.enrolment.phone,
-                "email": plan.row.enrolment.email,
-                "language": plan.row.enrolment.language,
+                "name": row.enrolment.name,
+                "phone": row.enrolment.phone,
+                "email": row.enrolment.email,
+                "language": row.enrolment.language,
             }
-            for plan in plans
+            for row, _ in plans
         ],
         ids=True,
     )
@@ -496,14 +614,14 @@ def _insert(session: Session, plans: list[_Plan], *, now: datetime, actor: str) 
         connection,
         _table(models.Enrolment),
         [
-            _enrolment_values(plan.row.enrolment, plan.starts_at, patient_id, now)
-            for plan, patient_id in zip(plans, patient_ids, strict=True)
+            _enrolment_values(row.enrolment, plan.starts_at, patient_id, now)
+            for (row, plan), patient_id in zip(plans, patient_ids, strict=True)
         ],
         ids=True,
     )
     reminders = [
         {**values, "enrolment_id": enrolment_id}
-        for plan, enrolment_id in zip(plans, enrolment_ids, strict=True)
+        for (_, plan), enrolment_id in zip(plans, enrolment_ids, strict=True)
         for values in plan.reminders
     ]
     if reminders:
@@ -512,7 +630,7 @@ def _insert(session: Session, plans: list[_Plan], *, now: datetime, actor: str) 
     attention = [
         {"enrolment_id": enrolment_id, "kind": "late-enrolment", "message": message,
          "needs_call": True, "created_at": now}
-        for plan, enrolment_id in zip(plans, enrolment_ids, strict=True)
+        for (_, plan), enrolment_id in zip(plans, enrolment_ids, strict=True)
         for message in plan.warnings
     ]  # fmt: skip
     if attention:
@@ -522,9 +640,9 @@ def _insert(session: Session, plans: list[_Plan], *, now: datetime, actor: str) 
         _table(models.AuditEntry),
         [
             {"at": now, "actor": actor, "action": "enrol", "enrolment_id": enrolment_id,
-             "detail": json.dumps({"booking_ref": plan.row.ref,
-                                   "procedure": plan.row.enrolment.procedure}, sort_keys=True)}
-            for plan, enrolment_id in zip(plans, enrolment_ids, strict=True)
+             "detail": json.dumps({"booking_ref": row.ref, "procedure": row.enrolment.procedure},
+                                  sort_keys=True)}
+            for (row, _), enrolment_id in zip(plans, enrolment_ids, strict=True)
         ],
     )  # fmt: skip
 

@@ -22,6 +22,7 @@ from reminders.config import Config
 from reminders.db import make_sessionmaker
 from reminders.enrolment import parse_fields
 from reminders.imports import ImportInterrupted, Refusal, UnusableFile, import_csv, open_csv
+from reminders.schedule import compute_schedule
 from reminders.settings import Settings
 
 HEADER = ["booking_ref", "name", "phone", "email", "procedure", "date", "time",
@@ -347,6 +348,7 @@ def test_columns_in_any_order_any_case_with_others_ignored_and_blank_lines_skipp
 ) -> None:
     date = days(20)
     content = (
+        "\n"
         f" Time ,PROCEDURE,Ward,name,Booking_Ref,date,phone,Comments\n"
         f"09:30,sacroplasty,B4,Siân Jones,BK-1,{date},07911 100001,\"first line\nsecond, line\"\n"
         "\n"
@@ -360,8 +362,8 @@ def test_columns_in_any_order_any_case_with_others_ignored_and_blank_lines_skipp
     assert result.code == 1, result.err
     assert result.out.splitlines()[0].startswith("1 row landed (1 new, 0 updated); 2 refused")
     refused = read_errors(cli / "list.errors.csv")
-    # Physical lines: the first row's quoted value spans lines 2 and 3.
-    assert [(r["line"], r["Booking_Ref"]) for r in refused] == [("6", "BK-2"), ("7", "BK-3")]
+    # Physical lines: a blank line, the header, then a row whose quoted value spans two.
+    assert [(r["line"], r["Booking_Ref"]) for r in refused] == [("7", "BK-2"), ("8", "BK-3")]
     assert list(refused[0]) == [
         "line", "reason", "Time", "PROCEDURE", "Ward", "name", "Booking_Ref", "date", "phone",
         "Comments",
@@ -551,6 +553,46 @@ def test_an_unexpected_error_stops_the_import_and_keeps_what_landed(
     assert stopped.value.__cause__ is not None
     refs = session.scalars(select(models.Enrolment.booking_ref).order_by("booking_ref")).all()
     assert refs == ["BK-00000", "BK-00002", "BK-00003", "BK-00004"]
+
+
+def test_worker_processes_write_what_this_process_writes(
+    db_engine: Engine, session: Session, open_config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A big file has its messages written in worker processes: the same rows land, refusals
+    come in line order, and an update still goes through `enrol` here."""
+    monkeypatch.setattr(imports, "BATCH_ROWS", 20)
+    monkeypatch.setattr(imports, "POOL_MIN_ROWS", 40)
+    now = datetime.now(UTC).replace(microsecond=0)
+    rows = [patient(i) for i in range(90)]
+    rows[5]["date"] = days(-2)  # refused by a worker: already passed
+    rows[50]["phone"] = "0113 496 0000"  # refused here, while reading
+    factory = make_sessionmaker(db_engine)
+    import_csv(factory, open_config, as_stream(rows[:10]), now=now, actor="alice",
+               on_refusal=lambda refusal: None)  # fmt: skip
+    rows[3]["time"] = "16:45"  # stored already, and moved
+    refused: list[Refusal] = []
+    report = import_csv(factory, open_config, as_stream(rows), now=now, actor="alice",
+                        on_refusal=refused.append, workers=2)  # fmt: skip
+
+    assert (report.created, report.updated, report.unchanged, report.refused) == (79, 1, 8, 2)
+    assert [(r.line, r.booking_ref) for r in refused] == [(7, "BK-00005"), (52, "BK-00050")]
+    assert refused[0].reason == "date, time: the procedure time has already passed"
+    moved = session.scalars(
+        select(models.Enrolment).where(models.Enrolment.booking_ref == "BK-00003")
+    ).one()
+    assert moved.schedule_version == 2
+    inline = Config.load(Settings.from_env({"REMINDERS_SENDING_WINDOW": "00:00-24:00"}))
+    sample = session.scalars(
+        select(models.Enrolment).where(models.Enrolment.booking_ref == "BK-00077")
+    ).one()
+    expected = compute_schedule(
+        inline.protocols[sample.procedure], services.as_enrolment(sample), now, inline.window
+    )
+    bodies = sorted(
+        str(services.reminder_values(inline, expected, planned, 1)["body"])
+        for planned in expected.reminders
+    )
+    assert sorted(r.body for r in sample.reminders) == bodies
 
 
 def test_a_pipe_is_read_as_well_as_a_file(open_config: Config) -> None:
