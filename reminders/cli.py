@@ -247,6 +247,12 @@ def cmd_import(args: argparse.Namespace) -> int:
             )
         )
         task = progress.add_task(f"Importing {path.name}", total=path.stat().st_size)
+        done = [0]  # rows in committed batches
+
+        def show(bytes_read: int, rows: int) -> None:
+            progress.update(task, completed=bytes_read)
+            done[0] = rows
+
         try:
             report = import_csv(
                 make_sessionmaker(engine),
@@ -255,9 +261,17 @@ def cmd_import(args: argparse.Namespace) -> int:
                 now=_now(None),
                 actor="cli",
                 on_refusal=errors.write,
-                on_progress=lambda done, _rows: progress.update(task, completed=done),
+                on_progress=show,
                 workers=os.cpu_count() or 1,
             )
+        except KeyboardInterrupt:
+            print(
+                f"reminders import: {path.name}: stopped after {_count(done[0], 'row')}, which "
+                "have landed or been refused. Import the same file again to finish: rows that "
+                "landed are updated, not duplicated",
+                file=sys.stderr,
+            )
+            return 130  # as the shell reports a command stopped by Ctrl-C
         except ImportInterrupted as exc:
             print(f"reminders import: {path.name}: {exc}", file=sys.stderr)
             if errors.written:

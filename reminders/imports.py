@@ -28,6 +28,7 @@ import logging
 import multiprocessing
 import re
 import shutil
+import signal
 import tempfile
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
@@ -393,6 +394,9 @@ _worker_config: Config | None = None
 
 def _start_worker(settings: Settings) -> None:
     global _worker_config
+    # Ctrl-C at the terminal reaches every process in the group: the import stops the workers
+    # itself, rather than each printing a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker_config = Config.load(settings)
 
 
