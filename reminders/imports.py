@@ -325,7 +325,8 @@ def import_csv(
                 waiting.append(_prepare(session, config, csv_file, lines, seen, planner, now))
             except Exception as exc:
                 session.rollback()
-                raise ImportInterrupted(lines[0][0], report, exc) from exc
+                unlanded = waiting[0].first_line if waiting else lines[0][0]
+                raise ImportInterrupted(unlanded, report, exc) from exc
             if len(waiting) > planner.ahead:
                 land_oldest()
         while waiting:
