@@ -15,13 +15,21 @@ from sqlalchemy.orm import Session, sessionmaker
 # the worker and beat all share one file under `reminders up`; without a wait they would fail
 # with "database is locked" whenever two of them write at once.
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+POOL_SIZE = 20
+POOL_OVERFLOW = 10
 
 
 def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         # hide_parameters: an error's text must not carry a patient's number into the logs.
-        return create_engine(parsed, hide_parameters=True)
+        # A pool as large as the requests one web process serves at once (FastAPI runs up to
+        # 40 handlers in threads): beyond pool_size, SQLAlchemy opens a connection per checkout
+        # and closes it after, and PostgreSQL starts a process for each; that cost, not the
+        # queries, made the staff pages slow under 20 concurrent users.
+        return create_engine(
+            parsed, hide_parameters=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW
+        )
     database = parsed.database
     in_memory = not database or database == ":memory:" or database.startswith("file:")
     if not in_memory and database is not None:

@@ -15,6 +15,9 @@ from fastapi.templating import Jinja2Templates
 from reminders.clock import format_clock
 
 _templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+# Templates change with a release, not while the app runs: without this, Jinja2 checks every
+# template file's modification time on every page.
+_templates.env.auto_reload = False
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
