@@ -81,6 +81,23 @@ def add_user(
     return user
 
 
+def reset_password(
+    session: Session, *, email: str, password: str, now: datetime, actor: str
+) -> models.User:
+    """A new password, which also lifts a login slowdown and ends every session."""
+    user = session.scalar(
+        select(models.User).where(func.lower(models.User.email) == email.strip().lower())
+    )
+    if user is None:
+        raise AccountError(f"email: {email.strip()} has no account")
+    user.password_hash = hash_password(password)
+    user.failed_logins = 0
+    user.last_failed_at = None
+    user.sessions_valid_after = now
+    session.add(models.AuditEntry(at=now, actor=actor, action="password-reset"))
+    return user
+
+
 def wait_before_next_attempt(user: models.User, now: datetime) -> timedelta:
     """How long this account must wait before a password is checked again: nothing for the
     first few failures, then doubling from one second up to MAX_WAIT."""

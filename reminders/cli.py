@@ -310,19 +310,29 @@ def _database_session() -> Iterator[Session]:
         engine.dispose()
 
 
-def cmd_user_add(args: argparse.Namespace) -> int:
-    from reminders.accounts import add_user
-
+def _password(args: argparse.Namespace) -> str:
     if not args.password_stdin:
         raise UsageError("give the password on standard input with --password-stdin")
     # One line: what a person types, or what `echo` or a password manager pipes in.
-    password = sys.stdin.readline().rstrip("\r\n")
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    from reminders.accounts import add_user, reset_password
+
+    password = _password(args)
     with _database_session() as session:
-        user = add_user(
-            session, email=args.email, password=password, role=args.role,
-            now=_now(None), actor="cli",
-        )  # fmt: skip
-        print(f"{user.email} can now log in as {user.role}")
+        if args.user_command == "add":
+            user = add_user(
+                session, email=args.email, password=password, role=args.role,
+                now=_now(None), actor="cli",
+            )  # fmt: skip
+            print(f"{user.email} can now log in as {user.role}")
+        else:
+            user = reset_password(
+                session, email=args.email, password=password, now=_now(None), actor="cli"
+            )
+            print(f"{user.email} has a new password; their sessions have ended")
     return 0
 
 
@@ -370,6 +380,13 @@ def build_parser() -> argparse.ArgumentParser:
     user_add.add_argument(
         "--password-stdin", action="store_true", help="read the password from standard input"
     )
+    user_reset = user.add_parser(
+        "reset", help="give a member of staff a new password (and end their sessions)"
+    )
+    user_reset.add_argument("--email", required=True)
+    user_reset.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
     import_ = commands.add_parser(
         "import", help="enrol every row of a CSV file; refused rows go to FILE.errors.csv"
     )
@@ -390,7 +407,7 @@ _COMMANDS = {
     "migrate": cmd_migrate,
     "enrol": cmd_enrol,
     "import": cmd_import,
-    "user": cmd_user_add,
+    "user": cmd_user,
     "token": cmd_token_add,
 }
 
