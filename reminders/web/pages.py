@@ -44,10 +44,13 @@ def _enrolment(session: DbSession, enrolment_id: int) -> models.Enrolment:
 @router.get("/", response_class=HTMLResponse)
 def upcoming(
     request: Request, user: StaffUser, session: DbSession, config: AppConfig, now: Now,
-    start: date | None = None,
+    start: str = "",
 ) -> Response:  # fmt: skip
     zone = config.settings.timezone
-    first = start or now.astimezone(zone).date()
+    try:
+        first = parse_date(start) if start else now.astimezone(zone).date()
+    except ValueError:  # an edited address: show this week rather than an error
+        first = now.astimezone(zone).date()
     rows = lists.upcoming(
         session,
         localize(first, time(0), zone),
@@ -79,17 +82,16 @@ def _fields(form: FormData) -> dict[str, str]:
 
 
 def _problems(error: InvalidEnrolment) -> dict[str, str]:
-    """Each problem against the field it is about, so the form shows it beside that field."""
-    by_field: dict[str, str] = {}
+    """Each problem against the field it is about, so the form shows it beside that field;
+    a problem about no one field ("phone or email: ...") goes under "" for the summary."""
+    by_field: dict[str, list[str]] = defaultdict(list)
     for problem in error.problems:
         name, sep, text = problem.partition(": ")
-        key = name if sep and name in FIELDS else ""
-        by_field[key] = (
-            f"{by_field[key]}; {text if key else problem}"
-            if key in by_field
-            else (text if key else problem)
-        )
-    return by_field
+        if sep and name in FIELDS:
+            by_field[name].append(text)
+        else:
+            by_field[""].append(problem)
+    return {name: "; ".join(texts) for name, texts in by_field.items()}
 
 
 def _enrol_page(
