@@ -262,7 +262,9 @@ def cmd_import(args: argparse.Namespace) -> int:
                 actor="cli",
                 on_refusal=errors.write,
                 on_progress=show,
-                workers=os.cpu_count() or 1,
+                # A worker a CPU writes the messages, most of the work; a few are enough, as
+                # this process and the database's have their own share to do.
+                workers=min(os.cpu_count() or 1, 4),
             )
         except KeyboardInterrupt:
             print(
