@@ -497,6 +497,7 @@ def test_refusals_and_progress_reach_the_callbacks_as_the_import_goes(
     db_engine: Engine, open_config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(imports, "BATCH_ROWS", 10)
+    monkeypatch.setattr(imports, "ANALYZE_EVERY", 15)  # PostgreSQL's statistics refreshed too
     rows = [patient(i) for i in range(35)]
     rows[12]["date"] = "tomorrow"
     rows[31]["procedure"] = ""
