@@ -327,7 +327,7 @@ def import_csv(
 
         while lines := list(islice(rows, BATCH_ROWS)):
             try:
-                waiting.append(_prepare(session, config, csv_file, lines, seen, planner, now))
+                waiting.append(_prepare(session, csv_file, lines, seen, planner, now))
             except Exception as exc:
                 session.rollback()
                 unlanded = waiting[0].first_line if waiting else lines[0][0]
@@ -370,13 +370,13 @@ class _Outcome:
 
 @dataclass(frozen=True)
 class _Row:
+    """A row that has passed the checks made while reading; its values are parsed with the
+    messages written, in a worker when there are workers."""
+
     line: int
     cells: dict[str, str]
-    enrolment: Enrolment
-
-    @property
-    def ref(self) -> str:
-        return self.enrolment.booking_ref or ""
+    ref: str | None  # as typed, trimmed
+    values: dict[str, str]  # enrolment field -> value
 
     def refusal(self, reason: str) -> Refusal:
         return Refusal(self.line, self.ref, reason, self.cells)
@@ -387,9 +387,28 @@ class _Planned:
     """What a new enrolment will be stored as: worked out away from the database (and, with
     workers, in another process), so it holds only values that pickle."""
 
+    enrolment: Enrolment
     starts_at: datetime
     reminders: list[dict[str, object]]  # the columns of each reminder's row
     warnings: list[str]  # for the call list, each once
+
+
+# What checking a row gives: the reason it is refused; the enrolment, when its booking
+# reference is stored already (`enrol` updates it here); or a new enrolment's plan.
+_Checked = str | Enrolment | _Planned
+
+
+def _check(config: Config, values: dict[str, str], stored: bool, now: datetime) -> _Checked:
+    try:
+        enrolment = parse_fields(
+            values,
+            protocols=config.protocols,
+            default_timezone=config.settings.timezone,
+            require_booking_ref=True,
+        )
+    except InvalidEnrolment as exc:
+        return "; ".join(exc.problems)
+    return enrolment if stored else _plan(config, enrolment, now)
 
 
 def _plan(config: Config, enrolment: Enrolment, now: datetime) -> _Planned | str:
@@ -408,7 +427,7 @@ def _plan(config: Config, enrolment: Enrolment, now: datetime) -> _Planned | str
         return str(exc)
     except RenderError as exc:
         return _unwritable(exc)
-    return _Planned(starts_at, reminders, list(dict.fromkeys(schedule.warnings)))
+    return _Planned(enrolment, starts_at, reminders, list(dict.fromkeys(schedule.warnings)))
 
 
 _worker_config: Config | None = None
@@ -426,16 +445,17 @@ def _start_worker(settings: Settings) -> None:
     _worker_config = Config.load(settings)
 
 
-def _plan_in_worker(enrolments: list[Enrolment], now: datetime) -> list[_Planned | str]:
+def _check_in_worker(rows: list[tuple[dict[str, str], bool]], now: datetime) -> list[_Checked]:
     assert _worker_config is not None, "started without _start_worker"
-    return [_plan(_worker_config, enrolment, now) for enrolment in enrolments]
+    return [_check(_worker_config, values, stored, now) for values, stored in rows]
 
 
 class _Planner:
-    """Works out new enrolments' schedules and writes their messages: rendering a million
-    messages is most of a big import's time, and one process uses one core. With workers,
-    batches are handed to that many processes (started fresh, each loading the configuration
-    from the same settings), while this one reads the file and writes to the database."""
+    """Parses rows and, for new enrolments, works out their schedules and writes their
+    messages: rendering a million messages is most of a big import's time, and one process
+    uses one core. With workers, batches are handed to that many processes (started fresh,
+    each loading the configuration from the same settings), while this one reads the file
+    and writes to the database."""
 
     def __init__(self, config: Config, workers: int) -> None:
         self.config = config
@@ -456,12 +476,15 @@ class _Planner:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def submit(self, enrolments: list[Enrolment], now: datetime) -> Future[list[_Planned | str]]:
+    def submit(
+        self, rows: list[tuple[dict[str, str], bool]], now: datetime
+    ) -> Future[list[_Checked]]:
+        """Check (values, whether the booking reference is stored) for each row."""
         if self._pool is not None:
-            return self._pool.submit(_plan_in_worker, enrolments, now)
-        done: Future[list[_Planned | str]] = Future()
+            return self._pool.submit(_check_in_worker, rows, now)
+        done: Future[list[_Checked]] = Future()
         try:
-            done.set_result([_plan(self.config, enrolment, now) for enrolment in enrolments])
+            done.set_result([_check(self.config, values, stored, now) for values, stored in rows])
         except Exception as exc:  # raised where a worker's would be: when the batch lands
             done.set_exception(exc)
         return done
@@ -472,44 +495,40 @@ class _Batch:
     first_line: int
     size: int
     bytes_read: int
-    refusals: list[Refusal]  # found by reading the rows
-    stored: list[_Row]  # booking references already stored: `enrol`, one at a time
-    versions: dict[str, int]  # their schedule versions, to tell an update from no change
-    new: list[_Row]  # the rest: planned in bulk
-    planned: Future[list[_Planned | str]]
+    refusals: list[Refusal]  # found while reading
+    rows: list[_Row]  # the rest, each checked in `checked`
+    versions: dict[str, int]  # schedule versions of the references stored already
+    checked: Future[list[_Checked]]
 
 
 def _prepare(
-    session: Session, config: Config, csv_file: CsvFile,
-    lines: list[tuple[int, dict[str, str], bool]], seen: dict[str, int], planner: _Planner,
-    now: datetime,
+    session: Session, csv_file: CsvFile, lines: list[tuple[int, dict[str, str], bool]],
+    seen: dict[str, int], planner: _Planner, now: datetime,
 ) -> _Batch:  # fmt: skip
     refusals: list[Refusal] = []
-    good: list[_Row] = []
+    rows: list[_Row] = []
     for line, cells, overflowing in lines:
-        row = _parse_row(config, csv_file, line, cells, overflowing, seen)
+        row = _read_row(csv_file, line, cells, overflowing, seen)
         if isinstance(row, Refusal):
             refusals.append(row)
         else:
-            good.append(row)
+            rows.append(row)
     # Read before the batches ahead of this one have landed: none of them can hold these
     # references, as a reference repeated in the file is refused above.
     stored = session.execute(
         select(models.Enrolment.booking_ref, models.Enrolment.schedule_version).where(
-            models.Enrolment.booking_ref.in_([row.ref for row in good])
+            models.Enrolment.booking_ref.in_([row.ref for row in rows if row.ref])
         )
     )
     versions = {ref: version for ref, version in stored}
-    new = [row for row in good if row.ref not in versions]
     return _Batch(
         first_line=lines[0][0],
         size=len(lines),
         bytes_read=csv_file.bytes_read,
         refusals=refusals,
-        stored=[row for row in good if row.ref in versions],
+        rows=rows,
         versions=versions,
-        new=new,
-        planned=planner.submit([row.enrolment for row in new], now),
+        checked=planner.submit([(row.values, row.ref in versions) for row in rows], now),
     )
 
 
@@ -517,19 +536,28 @@ def _land(
     session: Session, config: Config, batch: _Batch, *, now: datetime, actor: str
 ) -> _Outcome:
     outcome = _Outcome(refusals=list(batch.refusals))
+    stored: list[tuple[_Row, Enrolment]] = []
+    new: list[tuple[_Row, _Planned]] = []
+    for row, checked in zip(batch.rows, batch.checked.result(), strict=True):
+        if isinstance(checked, str):
+            outcome.refusals.append(row.refusal(checked))
+        elif isinstance(checked, _Planned):
+            new.append((row, checked))
+        else:
+            stored.append((row, checked))
     # Whatever the bulk path could not insert (another writer enrolled one of these references
     # a moment ago) goes through `enrol` one row at a time, like the rows already stored.
-    leftover = _land_new(session, batch.new, batch.planned.result(), outcome, now=now,
-                         actor=actor)  # fmt: skip
-    for row in [*batch.stored, *leftover]:
-        _land_one(session, config, row, batch.versions.get(row.ref), outcome, now=now, actor=actor)
+    leftover = _land_new(session, new, outcome, now=now, actor=actor)
+    for row, enrolment in [*stored, *leftover]:
+        version = batch.versions.get(row.ref or "")
+        _land_one(session, config, row, enrolment, version, outcome, now=now, actor=actor)
     return outcome
 
 
-def _parse_row(
-    config: Config, csv_file: CsvFile, line: int, cells: dict[str, str], overflowing: bool,
-    seen: dict[str, int],
-) -> _Row | Refusal:  # fmt: skip
+def _read_row(
+    csv_file: CsvFile, line: int, cells: dict[str, str], overflowing: bool, seen: dict[str, int]
+) -> _Row | Refusal:
+    """The checks that need the whole file or the raw text, made as the rows are read."""
     values = {field: cells[column] for field, column in csv_file.fields.items()}
     ref = values["booking_ref"].strip() or None
     if ref is not None:
@@ -552,16 +580,7 @@ def _parse_row(
             "double quote that is not closed"
         )
         return Refusal(line, ref, reason, cells)
-    try:
-        enrolment = parse_fields(
-            values,
-            protocols=config.protocols,
-            default_timezone=config.settings.timezone,
-            require_booking_ref=True,
-        )
-    except InvalidEnrolment as exc:
-        return Refusal(line, ref, "; ".join(exc.problems), cells)
-    return _Row(line, cells, enrolment)
+    return _Row(line, cells, ref, values)
 
 
 def _unwritable(exc: RenderError) -> str:
@@ -569,14 +588,14 @@ def _unwritable(exc: RenderError) -> str:
 
 
 def _land_one(
-    session: Session, config: Config, row: _Row, version: int | None, outcome: _Outcome, *,
-    now: datetime, actor: str,
+    session: Session, config: Config, row: _Row, enrolment: Enrolment, version: int | None,
+    outcome: _Outcome, *, now: datetime, actor: str,
 ) -> None:  # fmt: skip
     try:
         # A savepoint per row: a row that fails part-way leaves nothing behind, and the rows
         # before it in the batch stay.
         with session.begin_nested():
-            result = services.enrol(session, config, row.enrolment, now=now, actor=actor)
+            result = services.enrol(session, config, enrolment, now=now, actor=actor)
     except services.EnrolmentRefused as exc:
         outcome.refusals.append(row.refusal(str(exc)))
         return
@@ -593,27 +612,21 @@ def _land_one(
 
 
 def _land_new(
-    session: Session, rows: list[_Row], planned: list[_Planned | str], outcome: _Outcome, *,
+    session: Session, plans: list[tuple[_Row, _Planned]], outcome: _Outcome, *,
     now: datetime, actor: str,
-) -> list[_Row]:  # fmt: skip
+) -> list[tuple[_Row, Enrolment]]:  # fmt: skip
     """Enrol rows whose booking references are not stored yet, with a few multi-row INSERTs
     for the whole batch instead of a dozen statements per row: what makes 100,000 rows take
     minutes rather than hours. Writes exactly what `services.enrol` writes for a new
     enrolment (tests/test_import.py compares the two). Returns the rows it could not insert
     because another writer stored one of their references first."""
-    plans: list[tuple[_Row, _Planned]] = []
-    for row, plan in zip(rows, planned, strict=True):
-        if isinstance(plan, str):
-            outcome.refusals.append(row.refusal(plan))
-        else:
-            plans.append((row, plan))
     if not plans:
         return []
     try:
         with session.begin_nested():
             _insert(session, plans, now=now, actor=actor)
     except IntegrityError:
-        return [row for row, _ in plans]
+        return [(row, plan.enrolment) for row, plan in plans]
     outcome.created += len(plans)
     outcome.warnings += sum(len(plan.warnings) for _, plan in plans)
     return []
@@ -631,12 +644,12 @@ def _insert(
         _table(models.Patient),
         [
             {
-                "name": row.enrolment.name,
-                "phone": row.enrolment.phone,
-                "email": row.enrolment.email,
-                "language": row.enrolment.language,
+                "name": plan.enrolment.name,
+                "phone": plan.enrolment.phone,
+                "email": plan.enrolment.email,
+                "language": plan.enrolment.language,
             }
-            for row, _ in plans
+            for _, plan in plans
         ],
         ids=True,
     )
@@ -644,8 +657,8 @@ def _insert(
         connection,
         _table(models.Enrolment),
         [
-            _enrolment_values(row.enrolment, plan.starts_at, patient_id, now)
-            for (row, plan), patient_id in zip(plans, patient_ids, strict=True)
+            _enrolment_values(plan.enrolment, plan.starts_at, patient_id, now)
+            for (_, plan), patient_id in zip(plans, patient_ids, strict=True)
         ],
         ids=True,
     )
@@ -670,9 +683,9 @@ def _insert(
         _table(models.AuditEntry),
         [
             {"at": now, "actor": actor, "action": "enrol", "enrolment_id": enrolment_id,
-             "detail": json.dumps({"booking_ref": row.ref, "procedure": row.enrolment.procedure},
-                                  sort_keys=True)}
-            for (row, _), enrolment_id in zip(plans, enrolment_ids, strict=True)
+             "detail": json.dumps({"booking_ref": plan.enrolment.booking_ref,
+                                   "procedure": plan.enrolment.procedure}, sort_keys=True)}
+            for (_, plan), enrolment_id in zip(plans, enrolment_ids, strict=True)
         ],
     )  # fmt: skip
 
