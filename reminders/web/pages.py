@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import date, datetime, time, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
 from reminders import attention, lists, models, services
@@ -34,8 +35,12 @@ class NotFound(Exception):
     pass
 
 
-def _enrolment(session: DbSession, enrolment_id: int) -> models.Enrolment:
-    row = session.get(models.Enrolment, enrolment_id)
+Row = TypeVar("Row", bound=models.Base)
+
+
+def found(session: Session, model: type[Row], row_id: int) -> Row:
+    """The row a page is about, or the "Not found" page."""
+    row = session.get(model, row_id)
     if row is None:
         raise NotFound
     return row
@@ -114,7 +119,7 @@ def enrol_form(
     values: dict[str, str] = {}
     existing = None
     if enrolment is not None:
-        existing = _enrolment(session, enrolment)
+        existing = found(session, models.Enrolment, enrolment)
         values = services.as_enrolment(existing).as_fields()
     return _enrol_page(request, config, values=values, existing=existing)
 
@@ -191,7 +196,7 @@ def enrol(
 def enrolment_page(
     request: Request, enrolment_id: int, user: StaffUser, session: DbSession, config: AppConfig
 ) -> Response:
-    row = _enrolment(session, enrolment_id)
+    row = found(session, models.Enrolment, enrolment_id)
     items = session.scalars(
         select(models.AttentionItem)
         .where(models.AttentionItem.enrolment_id == row.id)
@@ -215,7 +220,7 @@ def reschedule(
     now: Now,
 ) -> Response:  # fmt: skip
     user: models.User = request.state.user
-    row = _enrolment(session, enrolment_id)
+    row = found(session, models.Enrolment, enrolment_id)
     here = f"/enrolments/{row.id}"
     try:
         new_date = parse_date(str(form.get("date") or ""))
@@ -241,7 +246,7 @@ def cancel(
     now: Now,
 ) -> Response:  # fmt: skip
     user: models.User = request.state.user
-    row = _enrolment(session, enrolment_id)
+    row = found(session, models.Enrolment, enrolment_id)
     try:
         services.cancel(session, config, row, now=now, actor=user.email)
     except services.EnrolmentClosed as exc:
@@ -268,9 +273,7 @@ def resolve(
     request: Request, item_id: int, form: StaffForm, session: DbSession, now: Now
 ) -> Response:
     user: models.User = request.state.user
-    item = session.get(models.AttentionItem, item_id)
-    if item is None:
-        raise NotFound
+    item = found(session, models.AttentionItem, item_id)
     try:
         attention.resolve(session, item, now=now, actor=user.email)
     except attention.AlreadyResolved as exc:

@@ -30,7 +30,7 @@ from reminders.config import Config
 from reminders.db import session_scope
 from reminders.web.auth import StaffForm, StaffUser
 from reminders.web.deps import AppConfig, DbSession, Now
-from reminders.web.pages import NotFound
+from reminders.web.pages import found
 from reminders.web.rendering import page
 
 log = logging.getLogger(__name__)
@@ -147,23 +147,16 @@ def _refusal_rows(run_id: int, refusals: list[imports.Refusal]) -> list[models.I
     ]
 
 
-def _import_run(session: Session, run_id: int) -> models.ImportRun:
-    run = session.get(models.ImportRun, run_id)
-    if run is None:
-        raise NotFound
-    return run
-
-
 @router.get("/import/{run_id}", response_class=HTMLResponse)
 def import_report(request: Request, run_id: int, user: StaffUser, session: DbSession) -> Response:
-    run = _import_run(session, run_id)
+    run = found(session, models.ImportRun, run_id)
     return page(request, "import_run.html", run=run, refusals=run.refusals[:1000])
 
 
 @router.get("/import/{run_id}/errors.csv")
 def refused_rows(run_id: int, user: StaffUser, session: DbSession) -> Response:
     """The refused rows as they were given, with the reason: to fix and upload again."""
-    run = _import_run(session, run_id)
+    run = found(session, models.ImportRun, run_id)
     rows = [(r.line, r.reason, json.loads(r.row)) for r in run.refusals]
     columns = list(dict.fromkeys(key for _, _, row in rows for key in row))
 
