@@ -9,6 +9,7 @@ has 256 bits of entropy and cannot be guessed from a dictionary.
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -75,27 +76,112 @@ def add_user(
     user.created_at = now
     session.add(user)
     session.flush()
-    session.add(
-        models.AuditEntry(at=now, actor=actor, action="user-add", detail=f'{{"role": "{role}"}}')
-    )
+    _audit(session, now, actor, "user-add", user, role=role)
     return user
+
+
+def find_user(session: Session, email: str) -> models.User | None:
+    return session.scalar(
+        select(models.User).where(func.lower(models.User.email) == email.strip().lower())
+    )
+
+
+def _existing(session: Session, email: str) -> models.User:
+    user = find_user(session, email)
+    if user is None:
+        raise AccountError(f"email: {email.strip()} has no account")
+    return user
+
+
+def _audit(
+    session: Session, now: datetime, actor: str, action: str, user: models.User, **detail: str
+) -> None:
+    """Whose account an administrator changed (staff addresses, not patient data)."""
+    shown = json.dumps({"email": user.email, **detail}, sort_keys=True)
+    session.add(models.AuditEntry(at=now, actor=actor, action=action, detail=shown))
 
 
 def reset_password(
     session: Session, *, email: str, password: str, now: datetime, actor: str
 ) -> models.User:
     """A new password, which also lifts a login slowdown and ends every session."""
-    user = session.scalar(
-        select(models.User).where(func.lower(models.User.email) == email.strip().lower())
-    )
-    if user is None:
-        raise AccountError(f"email: {email.strip()} has no account")
+    user = _existing(session, email)
     user.password_hash = hash_password(password)
     user.failed_logins = 0
     user.last_failed_at = None
     user.sessions_valid_after = now
-    session.add(models.AuditEntry(at=now, actor=actor, action="password-reset"))
+    _audit(session, now, actor, "password-reset", user)
     return user
+
+
+def change_password(
+    session: Session, user: models.User, *, current: str, new: str, now: datetime
+) -> None:
+    """A member of staff's own change: the current password first. Ends every other session
+    (the caller starts this one afresh)."""
+    if not _verify(user.password_hash, current):
+        raise AccountError("current password: that is not your current password")
+    if new == current:
+        raise AccountError("new password: choose one different from the current password")
+    user.password_hash = hash_password(new)
+    user.sessions_valid_after = now
+    _audit(session, now, user.email, "password-change", user)
+
+
+def new_password() -> str:
+    """A password for an administrator to hand over: 16 characters from an alphabet without
+    look-alikes (0/O, 1/l/I), in groups of four, about 90 bits."""
+    return "-".join("".join(secrets.choice(_READABLE) for _ in range(4)) for _ in range(4))
+
+
+_READABLE = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+
+
+def set_disabled(
+    session: Session, *, email: str, disabled: bool, now: datetime, actor: str
+) -> models.User:
+    """Switch an account off (someone who has left: no login, every session ended) or back on
+    with the same password."""
+    user = _existing(session, email)
+    if disabled and user.disabled_at is None:
+        _keep_an_admin(session, user)
+        user.disabled_at = now
+        user.sessions_valid_after = now
+        _audit(session, now, actor, "user-disable", user)
+    elif not disabled and user.disabled_at is not None:
+        user.disabled_at = None
+        _audit(session, now, actor, "user-enable", user)
+    return user
+
+
+def set_role(session: Session, *, email: str, role: str, now: datetime, actor: str) -> models.User:
+    if role not in models.ROLES:
+        raise AccountError(f"role: {role!r} is not one of {', '.join(models.ROLES)}")
+    user = _existing(session, email)
+    if user.role == role:
+        return user
+    _keep_an_admin(session, user)
+    user.role = role
+    _audit(session, now, actor, "user-role", user, role=role)
+    return user
+
+
+def _keep_an_admin(session: Session, leaving: models.User) -> None:
+    """Refuse to leave the unit without an administrator who can log in."""
+    if leaving.role != "admin" or leaving.disabled_at is not None:
+        return
+    others = session.scalar(
+        select(func.count()).where(
+            models.User.role == "admin",
+            models.User.disabled_at.is_(None),
+            models.User.id != leaving.id,
+        )
+    )
+    if not others:
+        raise AccountError(
+            f"email: {leaving.email} is the only administrator left; make someone else an "
+            "administrator first"
+        )
 
 
 def wait_before_next_attempt(user: models.User, now: datetime) -> timedelta:
@@ -110,9 +196,10 @@ def wait_before_next_attempt(user: models.User, now: datetime) -> timedelta:
 def authenticate(session: Session, email: str, password: str, now: datetime) -> models.User | None:
     """The user these credentials belong to, or None. Raises `TooManyAttempts` without
     checking the password while the account must wait."""
-    address = email.strip().lower()
-    user = session.scalar(select(models.User).where(func.lower(models.User.email) == address))
-    if user is None:
+    user = find_user(session, email)
+    if user is None or user.disabled_at is not None:
+        # Refused in the same words and time as a wrong password: a switched-off account
+        # is not told apart from one that never was.
         _verify(_dummy_hash(), password)
         return None
     wait = wait_before_next_attempt(user, now)
@@ -154,8 +241,27 @@ def add_token(session: Session, *, name: str, now: datetime, actor: str) -> NewT
     token = models.ApiToken(name=name, token_hash=_digest(secret), created_at=now)
     session.add(token)
     session.flush()
-    session.add(models.AuditEntry(at=now, actor=actor, action="token-add", detail=None))
+    session.add(
+        models.AuditEntry(
+            at=now, actor=actor, action="token-add", detail=json.dumps({"token": token.id})
+        )
+    )
     return NewToken(token, secret)
+
+
+def revoke_token(session: Session, *, token_id: int, now: datetime, actor: str) -> models.ApiToken:
+    """Stop a token working, at once and for good (a booking system gets a new one)."""
+    token = session.get(models.ApiToken, token_id)
+    if token is None:
+        raise AccountError(f"token: there is no token {token_id}")
+    if token.revoked_at is None:
+        token.revoked_at = now
+        session.add(
+            models.AuditEntry(
+                at=now, actor=actor, action="token-revoke", detail=json.dumps({"token": token.id})
+            )
+        )
+    return token
 
 
 def token_for(session: Session, secret: str, now: datetime) -> models.ApiToken | None:

@@ -320,31 +320,52 @@ def _password(args: argparse.Namespace) -> str:
 
 
 def cmd_user(args: argparse.Namespace) -> int:
-    from reminders.accounts import add_user, reset_password
+    from reminders import accounts
 
-    password = _password(args)
     with _database_session() as session:
+        now = _now(None)
         if args.user_command == "add":
-            user = add_user(
-                session, email=args.email, password=password, role=args.role,
-                now=_now(None), actor="cli",
+            user = accounts.add_user(
+                session, email=args.email, password=_password(args), role=args.role,
+                now=now, actor="cli",
             )  # fmt: skip
             print(f"{user.email} can now log in as {user.role}")
-        else:
-            user = reset_password(
-                session, email=args.email, password=password, now=_now(None), actor="cli"
+        elif args.user_command == "reset":
+            user = accounts.reset_password(
+                session, email=args.email, password=_password(args), now=now, actor="cli"
             )
             print(f"{user.email} has a new password; their sessions have ended")
+        else:
+            off = args.user_command == "disable"
+            user = accounts.set_disabled(
+                session, email=args.email, disabled=off, now=now, actor="cli"
+            )
+            print(
+                f"{user.email} is switched off; their sessions have ended"
+                if off
+                else f"{user.email} can log in again with their password"
+            )
     return 0
 
 
-def cmd_token_add(args: argparse.Namespace) -> int:
-    from reminders.accounts import add_token
+def cmd_token(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from reminders import accounts, models
 
     with _database_session() as session:
-        new = add_token(session, name=args.name, now=_now(None), actor="cli")
-    print(new.secret)
-    print("Keep this token safe: it is shown only once.", file=sys.stderr)
+        if args.token_command == "add":
+            new = accounts.add_token(session, name=args.name, now=_now(None), actor="cli")
+            print(new.secret)
+            print(f"Token {new.token.id}. Keep it safe: it is shown only once.", file=sys.stderr)
+        elif args.token_command == "revoke":
+            token = accounts.revoke_token(session, token_id=args.id, now=_now(None), actor="cli")
+            print(f"token {token.id} ({token.name}) no longer works")
+        else:
+            for token in session.scalars(select(models.ApiToken).order_by(models.ApiToken.id)):
+                used = f"{token.last_used_at:%Y-%m-%d %H:%M}" if token.last_used_at else "never"
+                state = f"revoked {token.revoked_at:%Y-%m-%d}" if token.revoked_at else "works"
+                print(f"{token.id}\t{token.name}\tlast used {used}\t{state}")
     return 0
 
 
@@ -389,6 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
     user_reset.add_argument(
         "--password-stdin", action="store_true", help="read the password from standard input"
     )
+    for verb, says in (
+        ("disable", "switch off the account of someone who has left (and end their sessions)"),
+        ("enable", "let a switched-off account log in again"),
+    ):
+        user.add_parser(verb, help=says).add_argument("--email", required=True)
     import_ = commands.add_parser(
         "import", help="enrol every row of a CSV file; refused rows go to FILE.errors.csv"
     )
@@ -399,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token_add = token.add_parser("add", help="create an API token and print it once")
     token_add.add_argument("--name", required=True, help="which booking system will use it")
+    token.add_parser("list", help="every token: id, booking system, last use, whether it works")
+    token_revoke = token.add_parser("revoke", help="stop a token working, at once and for good")
+    token_revoke.add_argument("id", type=int, help="its number, from `reminders token list`")
     return parser
 
 
@@ -410,7 +439,7 @@ _COMMANDS = {
     "enrol": cmd_enrol,
     "import": cmd_import,
     "user": cmd_user,
-    "token": cmd_token_add,
+    "token": cmd_token,
 }
 
 

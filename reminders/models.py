@@ -7,7 +7,7 @@ computed from the wall clock, not from an instant that a time-zone rule change c
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
 from typing import Any, ClassVar
 
@@ -370,6 +370,8 @@ class User(Base):
     last_failed_at: Mapped[datetime | None] = mapped_column()
     # Sessions that began before this are no longer accepted (log out, password change).
     sessions_valid_after: Mapped[datetime | None] = mapped_column()
+    # Set when the account is switched off (someone who has left): no login, no session.
+    disabled_at: Mapped[datetime | None] = mapped_column()
 
 
 class ApiToken(Base):
@@ -386,6 +388,9 @@ class ApiToken(Base):
 
 
 IMPORT_STATUSES = ("running", "finished", "unusable")
+# An upload lands a batch of rows every second or so; one that has not for this long has been
+# stopped by its web process ending (a restart, a deployment) and will not go on.
+IMPORT_STALLED = timedelta(minutes=2)
 
 
 class ImportRun(Base):
@@ -405,6 +410,14 @@ class ImportRun(Base):
     landed: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     refused: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     problem: Mapped[str | None] = mapped_column(Text)  # why the file itself was unusable
+    # Set when it starts and after every batch that lands: a run that has gone quiet for
+    # STALLED was stopped from outside (the web process restarted) and will not finish.
+    heartbeat_at: Mapped[datetime | None] = mapped_column()
+
+    def stopped(self, now: datetime) -> bool:
+        """Running by its status, but gone quiet: its process ended part-way."""
+        last = self.heartbeat_at or self.started_at
+        return self.status == "running" and now - last > IMPORT_STALLED
 
     refusals: Mapped[list[ImportRefusal]] = relationship(
         order_by=lambda: ImportRefusal.line, cascade="all, delete-orphan", passive_deletes=True

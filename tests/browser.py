@@ -28,8 +28,11 @@ CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--lang=en-GB",  # dates in date fields as a UK hospital PC shows them
 ]  # fmt: skip
+# Dates and times in form fields as a UK hospital PC shows them (13/12/2026, 09:30). Chromium
+# on Linux takes its language from the environment, not from --lang, and needs the en-GB
+# strings of Debian's chromium-l10n; without them it falls back to the US format.
+CHROMIUM_ENV = {"LANG": "en_GB.UTF-8", "LANGUAGE": "en_GB:en"}
 
 
 def find_chromium() -> str | None:
@@ -51,7 +54,8 @@ def install_chromium() -> str:
     if os.geteuid() != 0:
         return "no Chromium on PATH; install it with: sudo apt-get install chromium"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium",
+               "chromium-l10n"]  # fmt: skip
     if subprocess.run(install, env=env, capture_output=True).returncode != 0:
         # A fresh image often has no package lists yet.
         subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)

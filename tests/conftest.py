@@ -18,12 +18,14 @@ from typing import Any
 import pytest
 from fakes.smtp import FakeSmtp
 from fakes.twilio import FakeTwilio
+from fastapi import FastAPI
 from processes import RedisServer
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
+from staff import BOB, Staff, add_staff
 from world import World, make_world
 
 from reminders.config import Config
@@ -31,6 +33,7 @@ from reminders.db import make_engine, make_sessionmaker
 from reminders.migrate import upgrade
 from reminders.models import Base
 from reminders.settings import Settings
+from reminders.web.app import create_app
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 BACKENDS = ("sqlite", "postgresql")
@@ -237,10 +240,37 @@ def web_settings(database_url: str) -> Settings:
     )
 
 
+# The staff web app with two accounts (tests/staff.py): alice (staff) and bob (admin).
+@pytest.fixture
+def factory(db_engine: Engine) -> sessionmaker[Session]:
+    factory = make_sessionmaker(db_engine)
+    add_staff(factory)
+    return factory
+
+
+@pytest.fixture
+def app(web_settings: Settings, factory: sessionmaker[Session]) -> FastAPI:
+    return create_app(web_settings)
+
+
+@pytest.fixture
+def alice(app: FastAPI) -> Staff:
+    staff = Staff(app)
+    assert staff.login().status_code == 303
+    return staff
+
+
+@pytest.fixture
+def bob(app: FastAPI) -> Staff:
+    staff = Staff(app)
+    assert staff.login(BOB).status_code == 303
+    return staff
+
+
 @pytest.fixture(scope="session")
 def chromium(request: pytest.FixtureRequest) -> Iterator[Any]:
     """Headless Chromium under Playwright, from the system's package (tests/browser.py)."""
-    from browser import CHROMIUM_ARGS, find_chromium, install_chromium
+    from browser import CHROMIUM_ARGS, CHROMIUM_ENV, find_chromium, install_chromium
     from playwright.sync_api import sync_playwright
 
     path = find_chromium()
@@ -254,7 +284,8 @@ def chromium(request: pytest.FixtureRequest) -> Iterator[Any]:
             pytest.skip(message)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=path, headless=True, args=CHROMIUM_ARGS
-        )
+            executable_path=path, headless=True, args=CHROMIUM_ARGS,
+            env={**os.environ, **CHROMIUM_ENV},
+        )  # fmt: skip
         yield browser
         browser.close()

@@ -1,5 +1,5 @@
-"""Staff accounts and API tokens from the terminal: `reminders user add|reset` and
-`reminders token add`, as an IT administrator runs them."""
+"""Staff accounts and API tokens from the terminal: `reminders user add|reset|disable|enable`
+and `reminders token add|list|revoke`, as an IT administrator runs them."""
 
 from __future__ import annotations
 
@@ -123,3 +123,37 @@ def test_a_token_is_printed_once_and_opens_the_api(env: dict[str, str]) -> None:
     assert client.get("/api/v1/enrolments", params={"booking_ref": "BK-1"}).status_code == 401
     client.headers["Authorization"] = f"Bearer {token}"
     assert client.get("/api/v1/enrolments", params={"booking_ref": "BK-1"}).json() == []
+
+    listed = run(env, "token", "list")
+    number, name, used, state = listed.stdout.strip().split("\t")
+    assert (name, state) == ("Booking system", "works") and used != "last used never"
+    revoked = run(env, "token", "revoke", number)
+    assert revoked.returncode == 0, revoked.stderr
+    assert client.get("/api/v1/enrolments", params={"booking_ref": "BK-1"}).status_code == 401
+    assert run(env, "token", "list").stdout.strip().split("\t")[-1].startswith("revoked ")
+    missing = run(env, "token", "revoke", "99")
+    assert missing.returncode == 2 and "there is no token 99" in missing.stderr
+
+
+def test_a_switched_off_account_cannot_log_in_until_switched_on(env: dict[str, str]) -> None:
+    for email, role in (("alice@example.org", "admin"), ("bob@example.org", "staff")):
+        run(env, "user", "add", "--email", email, "--role", role, "--password-stdin",
+            stdin=PASSWORD)  # fmt: skip
+    engine = make_engine(env["REMINDERS_DATABASE_URL"])
+    factory = make_sessionmaker(engine)
+    now = datetime.now(UTC)
+
+    def can_log_in(email: str) -> bool:
+        with session_scope(factory) as session:
+            return accounts.authenticate(session, email, PASSWORD, now) is not None
+
+    result = run(env, "user", "disable", "--email", "bob@example.org")
+    assert result.stdout.strip() == "bob@example.org is switched off; their sessions have ended"
+    assert not can_log_in("bob@example.org")
+    assert run(env, "user", "enable", "--email", "bob@example.org").returncode == 0
+    assert can_log_in("bob@example.org")
+    # The only administrator stays: nobody else could switch accounts on again.
+    last = run(env, "user", "disable", "--email", "alice@example.org")
+    assert last.returncode == 2 and "the only administrator left" in last.stderr
+    assert can_log_in("alice@example.org")
+    engine.dispose()

@@ -15,7 +15,7 @@ from reminders import logs
 from reminders.config import Config
 from reminders.db import make_engine, make_sessionmaker
 from reminders.settings import ConfigError, Settings
-from reminders.web import api, auth, pages, uploads, webhooks
+from reminders.web import admin, api, auth, pages, uploads, webhooks
 from reminders.web.health import ReminderCollector, broker, health
 from reminders.web.rendering import page
 
@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(pages.router)
     app.include_router(uploads.router)
+    app.include_router(admin.router)
     app.add_middleware(
         SessionMiddleware,
         secret_key=settings.secret_key,

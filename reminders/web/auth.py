@@ -65,6 +65,7 @@ def current_user(request: Request, session: DbSession, now: Now) -> models.User:
     user = session.get(models.User, user_id)
     if (
         user is None
+        or user.disabled_at is not None
         or now - began_at > LONGEST
         or (user.sessions_valid_after is not None and began_at < user.sessions_valid_after)
     ):
@@ -113,6 +114,14 @@ def staff_form(user: StaffUser, form: CheckedForm) -> FormData:
 
 
 StaffForm = Annotated[FormData, Depends(staff_form)]
+
+
+def admin_form(user: AdminUser, form: CheckedForm) -> FormData:
+    """The posted form of a logged-in administrator."""
+    return form
+
+
+AdminForm = Annotated[FormData, Depends(admin_form)]
 
 
 def _safe_next(target: str | None) -> str:

@@ -39,15 +39,18 @@ RECENT = 20
 
 
 @router.get("/import", response_class=HTMLResponse)
-def upload_form(request: Request, user: StaffUser, session: DbSession) -> Response:
-    return _form(request, session, error=None)
+def upload_form(request: Request, user: StaffUser, session: DbSession, now: Now) -> Response:
+    return _form(request, session, now, error=None)
 
 
-def _form(request: Request, session: Session, *, error: str | None) -> Response:
+def _form(request: Request, session: Session, now: datetime, *, error: str | None) -> Response:
     runs = session.scalars(
         select(models.ImportRun).order_by(models.ImportRun.id.desc()).limit(RECENT)
     ).all()
-    return page(request, "import.html", runs=runs, error=error, status_code=422 if error else 200)
+    return page(
+        request, "import.html", runs=runs, now=now, error=error,
+        status_code=422 if error else 200,
+    )  # fmt: skip
 
 
 @router.post("/import", response_class=HTMLResponse)
@@ -57,7 +60,7 @@ def upload(
     user: models.User = request.state.user
     upload = form.get("file")
     if not isinstance(upload, UploadFile) or not upload.filename:
-        return _form(request, session, error="Choose a CSV file to import.")
+        return _form(request, session, now, error="Choose a CSV file to import.")
     # The upload's own file goes when the request ends; the import outlives it.
     spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the import thread
     shutil.copyfileobj(upload.file, spool)
@@ -65,10 +68,10 @@ def upload(
         csv_file = imports.open_csv(spool)
     except imports.UnusableFile as exc:
         spool.close()
-        return _form(request, session, error=f"Nothing was imported: {exc}")
+        return _form(request, session, now, error=f"Nothing was imported: {exc}")
     run = models.ImportRun(
         filename=upload.filename[:255], started_by=user.email, started_at=now,
-        total_rows=csv_file.rows_total,
+        heartbeat_at=now, total_rows=csv_file.rows_total,
     )  # fmt: skip
     factory: sessionmaker[Session] = request.app.state.sessions
     with session_scope(factory) as own:  # committed before the thread looks for it
@@ -101,7 +104,12 @@ def _run(
             session.execute(
                 update(models.ImportRun)
                 .where(models.ImportRun.id == run_id)
-                .values(done_rows=rows, landed=rows - refused_so_far, refused=refused_so_far)
+                .values(
+                    done_rows=rows,
+                    landed=rows - refused_so_far,
+                    refused=refused_so_far,
+                    heartbeat_at=datetime.now(UTC),
+                )
             )
         refused.clear()
 
@@ -148,9 +156,14 @@ def _refusal_rows(run_id: int, refusals: list[imports.Refusal]) -> list[models.I
 
 
 @router.get("/import/{run_id}", response_class=HTMLResponse)
-def import_report(request: Request, run_id: int, user: StaffUser, session: DbSession) -> Response:
+def import_report(
+    request: Request, run_id: int, user: StaffUser, session: DbSession, now: Now
+) -> Response:
     run = found(session, models.ImportRun, run_id)
-    return page(request, "import_run.html", run=run, refusals=run.refusals[:1000])
+    return page(
+        request, "import_run.html", run=run, stopped=run.stopped(now),
+        refusals=run.refusals[:1000],
+    )  # fmt: skip
 
 
 @router.get("/import/{run_id}/errors.csv")
