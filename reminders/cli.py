@@ -218,8 +218,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
     from reminders.config import Config
+    from reminders.csvfile import UnusableFile, open_csv
     from reminders.db import make_engine, make_sessionmaker
-    from reminders.imports import ImportInterrupted, UnusableFile, import_csv, open_csv
+    from reminders.imports import ImportInterrupted, import_csv
     from reminders.migrate import check_current
 
     path = Path(args.file)

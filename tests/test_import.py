@@ -19,9 +19,10 @@ from sqlalchemy.orm import Session
 from reminders import imports, models, services
 from reminders.cli import main
 from reminders.config import Config
+from reminders.csvfile import UnusableFile, open_csv
 from reminders.db import make_sessionmaker
 from reminders.enrolment import parse_fields
-from reminders.imports import ImportInterrupted, Refusal, UnusableFile, import_csv, open_csv
+from reminders.imports import ImportInterrupted, Refusal, import_csv
 from reminders.schedule import compute_schedule
 from reminders.settings import Settings
 

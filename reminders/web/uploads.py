@@ -25,7 +25,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.datastructures import UploadFile
 
-from reminders import imports, models
+from reminders import csvfile, imports, models
 from reminders.config import Config
 from reminders.db import session_scope
 from reminders.web.auth import StaffForm, StaffUser
@@ -65,8 +65,8 @@ def upload(
     spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the import thread
     shutil.copyfileobj(upload.file, spool)
     try:
-        csv_file = imports.open_csv(spool)
-    except imports.UnusableFile as exc:
+        csv_file = csvfile.open_csv(spool)
+    except csvfile.UnusableFile as exc:
         spool.close()
         return _form(request, session, now, error=f"Nothing was imported: {exc}")
     run = models.ImportRun(
@@ -86,7 +86,7 @@ def upload(
 
 
 def _run(
-    factory: sessionmaker[Session], config: Config, csv_file: imports.CsvFile, spool: IO[bytes],
+    factory: sessionmaker[Session], config: Config, csv_file: csvfile.CsvFile, spool: IO[bytes],
     run_id: int, actor: str,
 ) -> None:  # fmt: skip
     refused: list[imports.Refusal] = []
