@@ -49,6 +49,11 @@ class EnrolmentClosed(EnrolmentRefused):
     """The booking reference belongs to a cancelled or completed enrolment."""
 
 
+class EnrolmentConflict(EnrolmentRefused):
+    """Another request enrolled the same new booking reference at the same moment; sent again,
+    the request updates that enrolment."""
+
+
 @dataclass
 class EnrolResult:
     enrolment: models.Enrolment
@@ -293,7 +298,7 @@ def enrol(
     except IntegrityError:
         # The same reference was enrolled by another request a moment ago; this transaction
         # is spoilt, and trying again will update that enrolment instead.
-        raise EnrolmentRefused(
+        raise EnrolmentConflict(
             f"booking_ref: {ref} was enrolled at the same moment by someone else; try again"
         ) from None
     added, warnings, _ = _replan(session, config, row, now)

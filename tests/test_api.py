@@ -196,7 +196,9 @@ def test_enrolments_sent_at_once_with_one_booking_ref_make_one_enrolment(
     with ThreadPoolExecutor(max_workers=4) as pool:
         responses = list(pool.map(lambda _: enrol(as_booking_system), range(4)))
     statuses = sorted(r.status_code for r in responses)
-    assert statuses.count(201) == 1 and all(s < 500 for s in statuses), statuses
+    # One creates it; the others find it (200) or, when they inserted at the very same moment,
+    # are told to send again (409), which then finds it.
+    assert statuses.count(201) == 1 and set(statuses) <= {200, 201, 409}, statuses
     assert len({r.json()["id"] for r in responses if r.status_code < 300}) == 1
     assert count(app, models.Enrolment) == 1
 

@@ -84,7 +84,7 @@ class ApiRoute(APIRoute):
                 return _problem(422, _refusal(problems), problems)
             except InvalidEnrolment as exc:
                 return _problem(422, _refusal(exc.problems), exc.problems)
-            except services.EnrolmentClosed as exc:
+            except (services.EnrolmentClosed, services.EnrolmentConflict) as exc:
                 return _problem(409, str(exc), [str(exc)])
             except services.EnrolmentRefused as exc:
                 return _problem(422, str(exc), [str(exc)])
@@ -354,6 +354,13 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
 _CLOSED: dict[int | str, dict[str, Any]] = {
     409: {"model": Problem, "description": "The enrolment is cancelled or completed"}
 }
+_CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {
+        "model": Problem,
+        "description": "The enrolment is cancelled or completed, or another request enrolled "
+        "the same booking reference at the same moment (send it again: it updates that one)",
+    }
+}
 
 router = APIRouter(
     prefix=PREFIX,
@@ -399,7 +406,7 @@ def _enrolment(session: Session, enrolment_id: int, *, lock: bool = False) -> mo
         201: {"model": EnrolmentOut, "description": "Enrolled",
               "headers": {"Location": {"schema": {"type": "string"},
                                        "description": "The new enrolment"}}},
-        **_CLOSED,
+        **_CONFLICT,
     },
 )  # fmt: skip
 def enrol(
