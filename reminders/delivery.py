@@ -23,10 +23,11 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from reminders import escalation, ics, models, replies, unsubscribe
+from reminders import escalation, ics, models, replies, unsubscribe, wording
 from reminders.clock import in_window, next_opening
 from reminders.config import Config
 from reminders.db import locked_scope, session_scope
+from reminders.rendering import RenderError
 from reminders.services import email_instead
 from reminders.settings import Settings
 from reminders.transports import (
@@ -193,9 +194,12 @@ def why_not_send(
 
 
 def outgoing(reminder: models.Reminder, config: Config, now: datetime) -> OutgoingMessage:
+    """The message for a reminder whose words are written (`wording.write`)."""
     destination = _destination(reminder) or ""
+    body = reminder.body
+    assert body is not None, "a reminder's words are written before it is sent"
     if reminder.channel == "sms":
-        return OutgoingMessage(reminder.id, "sms", destination, reminder.body)
+        return OutgoingMessage(reminder.id, "sms", destination, body)
     enrolment = reminder.enrolment
     attachments: tuple[Attachment, ...] = ()
     if reminder.send_at < enrolment.starts_at:
@@ -214,7 +218,7 @@ def outgoing(reminder: models.Reminder, config: Config, now: datetime) -> Outgoi
         reminder.id,
         "email",
         destination,
-        reminder.body,
+        body,
         subject=reminder.subject,
         html=reminder.body_html,
         attachments=attachments,
@@ -353,6 +357,18 @@ def prepare(
                 reminder.send_at = opening
             else:
                 reminder.move_to("skipped", reason="too late to be useful")
+            continue
+        try:
+            wording.write(config, reminder)
+        except RenderError as exc:
+            # A template or protocol changed under it since it was scheduled (the SMS was
+            # checked then): it cannot go, and staff must tell the patient another way.
+            reminder.move_to("failed")
+            reminder.error_message = str(exc)
+            _attention(
+                session, reminder, "delivery-failed",
+                f"{reminder.rule} ({reminder.channel}) could not be written: {exc}",
+            )  # fmt: skip
             continue
         ready.append((reminder, outgoing(reminder, config, now)))
     return ready

@@ -230,16 +230,17 @@ class Reminder(Timestamped, Base):
     expires_at: Mapped[datetime] = mapped_column()  # worthless after this; never sent late
     schedule_version: Mapped[int] = mapped_column(Integer)
     template: Mapped[str] = mapped_column(String(64))
-    template_version: Mapped[str] = mapped_column(String(64))
-    language: Mapped[str] = mapped_column(String(35))
-    # Rendered when scheduled, so staff see exactly what the patient will get.
+    # The words, written as it is sent (reminders/wording.py): what the patient was told, from
+    # which version of the templates, in which language. Empty until then.
+    template_version: Mapped[str | None] = mapped_column(String(64))
+    language: Mapped[str | None] = mapped_column(String(35))
     subject: Mapped[str | None] = mapped_column(Text)
-    body: Mapped[str] = mapped_column(Text)
+    body: Mapped[str | None] = mapped_column(Text)
     body_html: Mapped[str | None] = mapped_column(Text)
     safety_critical: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     is_correction: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    # The values the rule's templates showed (JSON), to tell on a reschedule whether an
-    # instruction the patient already has has changed and needs a correction.
+    # The values the rule's templates showed when it was sent (JSON), to tell on a reschedule
+    # whether an instruction the patient already has has changed and needs a correction.
     fingerprint: Mapped[str | None] = mapped_column(Text)
     cancel_reason: Mapped[str | None] = mapped_column(String(64))
     provider_id: Mapped[str | None] = mapped_column(String(64), index=True)

@@ -150,15 +150,15 @@ def _attention(
 def reminder_values(
     config: Config, schedule: Schedule, planned: PlannedReminder, version: int
 ) -> dict[str, object]:
-    """The columns of a planned reminder's row, its message rendered: for `models.Reminder`
-    here, and for the CSV import's bulk insert of brand-new enrolments."""
-    facts = schedule.facts
-    renderer = config.renderer
-    # One context for the message and its fingerprint: working it out is a good part of the
-    # cost of a reminder, and an import makes a million.
-    context = template_context(facts, planned.send_at, renderer.unit)
-    message = renderer.render_with(planned.template, planned.channel, facts, context)
-    rule = facts.protocol.rule(planned.rule)
+    """The columns of a planned reminder's row: for `models.Reminder` here, and for the CSV
+    import's bulk insert of brand-new enrolments. Its words are written when it is sent
+    (`wording`); an SMS is written now too, only to refuse one over the segment limit while
+    staff can still do something about it (RenderError)."""
+    if planned.channel == "sms":
+        facts = schedule.facts
+        renderer = config.renderer
+        context = template_context(facts, planned.send_at, renderer.unit)
+        renderer.render_with(planned.template, planned.channel, facts, context)
     return {
         "rule": planned.rule,
         "channel": planned.channel,
@@ -168,15 +168,8 @@ def reminder_values(
         "expires_at": planned.expires,
         "schedule_version": version,
         "template": planned.template,
-        "template_version": message.template_version,
-        "language": message.language,
-        "subject": message.subject,
-        "body": message.body,
-        "body_html": message.html,
         "safety_critical": planned.safety_critical,
         "is_correction": planned.is_correction,
-        # What the rule's instruction says now, to know on a reschedule whether it changed.
-        "fingerprint": renderer.fingerprint_with(rule.template, planned.channel, facts, context),
     }
 
 
@@ -187,7 +180,7 @@ def _reminder_row(
 
 
 def _same(row: models.Reminder, new: models.Reminder) -> bool:
-    keys = ("rule", "channel", "send_at", "body", "subject", "is_correction", "template_version")
+    keys = ("rule", "channel", "send_at", "template", "is_correction")
     return all(getattr(row, k) == getattr(new, k) for k in keys)
 
 

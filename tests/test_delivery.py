@@ -16,6 +16,7 @@ from sqlalchemy import select
 from world import EMAIL, PHONE, World
 
 from reminders import delivery, models, services
+from reminders.clock import format_day
 from reminders.config import Config
 from reminders.db import session_scope
 from reminders.settings import Settings
@@ -31,11 +32,15 @@ def test_due_reminders_reach_twilio_and_the_mail_server_once(
     sms_due = [r for r in due if r.channel == "sms"]
     assert {r.rule for r in sms_due} == {"booking-confirmation", "arrange-transport", "day-before"}
 
+    shown = w.words()  # what the patient page says they will get
     counts = w.deliver()
     assert counts["sent"] == len(due), (counts, [r.error_message for r in w.reminders()])
 
     texts = fake_twilio.messages_to(PHONE)
-    assert sorted(m["body"] for m in texts) == sorted(r.body for r in sms_due)
+    assert sorted(m["body"] for m in texts) == sorted(shown[r.id] for r in sms_due)
+    # ... and what was sent is kept, with the version of the templates that wrote it.
+    sent = {r.id: r for r in w.reminders("sent")}
+    assert all(sent[r.id].body == shown[r.id] and sent[r.id].template_version for r in due)
     for message in texts:
         assert message["messaging_service_sid"] == "MG" + "0" * 32
         assert message["status_callback"] == (
@@ -216,15 +221,21 @@ def test_a_reschedule_takes_effect_on_work_already_queued(
     w.enrol(email=None)
     with session_scope(w.factory) as session:
         queued = delivery.claim_due(session, w.clock.now)
+    old_day = (w.clock.now + timedelta(hours=3)).date()  # as w.enrol books it
+    new_day = old_day + timedelta(days=7)
     # Moved to next week while the old reminders sat in Redis.
-    w.enrol(email=None, date=(w.clock.now + timedelta(days=7)).date())
-    assert delivery.send_reminders(w.factory, w.config, w.transports, queued, clock=w.clock) == {}
+    w.enrol(email=None, date=new_day)
+    # What no longer applies (the day-before message for the old date) is not sent; what
+    # does (the booking confirmation, due now either way) goes, with the new date in it.
+    delivery.send_reminders(w.factory, w.config, w.transports, queued, clock=w.clock)
     assert {r.cancel_reason for r in w.reminders("cancelled")} == {"superseded"}
+    assert "day-before" in {r.rule for r in w.reminders("cancelled")}
     w.deliver()
     texts = [m["body"] for m in fake_twilio.messages]
     assert texts and all("Megan" in body for body in texts)
-    new_date = f"{(w.clock.now + timedelta(days=7)).day} "
-    assert all(new_date in body for body in texts if "appointment" in body)
+    appointments = [body for body in texts if "appointment" in body]
+    assert appointments and all(format_day(new_day) in body for body in appointments)
+    assert not any(format_day(old_day) in body for body in texts)
 
 
 def test_a_refused_email_address_is_recorded_and_not_retried(w: World, fake_smtp: FakeSmtp) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from reminders import imports, models, services
+from reminders import imports, models, services, wording
 from reminders.cli import main
 from reminders.config import Config
 from reminders.csvfile import UnusableFile, open_csv
@@ -181,7 +181,7 @@ def test_a_day_list_with_broken_rows_lands_the_good_ones_and_says_why_for_the_re
     confirmation = next(
         r for r in first.reminders if r.rule == "booking-confirmation" and r.channel == "sms"
     )
-    assert confirmation.body.startswith("Hello Patient0,")
+    assert wording.compose(config, confirmation)[0].body.startswith("Hello Patient0,")
     audit = session.scalars(select(models.AuditEntry.action).distinct()).all()
     assert audit == ["enrol"]
 
@@ -590,11 +590,14 @@ def test_worker_processes_write_what_this_process_writes(
     expected = compute_schedule(
         inline.protocols[sample.procedure], services.as_enrolment(sample), now, inline.window
     )
-    bodies = sorted(
-        str(services.reminder_values(inline, expected, planned, 1)["body"])
-        for planned in expected.reminders
-    )
-    assert sorted(r.body for r in sample.reminders) == bodies
+    wanted = [services.reminder_values(inline, expected, planned, 1)
+              for planned in expected.reminders]  # fmt: skip
+    got = [{key: getattr(r, key) for key in wanted[0]} for r in sample.reminders]
+
+    def order(row: dict[str, object]) -> tuple[str, str, str]:
+        return (str(row["send_at"]), str(row["rule"]), str(row["channel"]))
+
+    assert sorted(got, key=order) == sorted(wanted, key=order)
 
 
 def test_a_pipe_is_read_as_well_as_a_file(open_config: Config) -> None:

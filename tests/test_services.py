@@ -10,7 +10,7 @@ from factories import make_enrolment, utc
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from reminders import models, services
+from reminders import models, services, wording
 from reminders.config import Config
 
 ENROLLED = utc(2026, 11, 20, 10, 0)
@@ -34,13 +34,20 @@ def rows(session: Session, enrolment: models.Enrolment, *states: str) -> list[mo
     return [r for r in enrolment.reminders if not states or r.state in states]
 
 
-def mark_sent(reminder: models.Reminder, at: datetime) -> None:
-    for state in ("queued", "sending", "sent"):
-        reminder.move_to(state)
+def mark_sent(config: Config, reminder: models.Reminder, at: datetime) -> None:
+    """As a send does it: its words written as it goes, then sent."""
+    reminder.move_to("queued")
+    reminder.move_to("sending")
+    wording.write(config, reminder)
+    reminder.move_to("sent")
     reminder.sent_at = at
 
 
-def test_enrol_stores_every_reminder_rendered_and_scheduled(
+def words(config: Config, reminder: models.Reminder) -> str:
+    return wording.compose(config, reminder)[0].body
+
+
+def test_enrol_schedules_every_reminder_and_its_words_are_written_as_it_goes(
     session: Session, config: Config
 ) -> None:
     result = services.enrol(session, config, warfarin_patient(), now=ENROLLED, actor="alice")
@@ -52,10 +59,12 @@ def test_enrol_stores_every_reminder_rendered_and_scheduled(
     assert {r.state for r in stored} == {"scheduled"}
     stop = next(r for r in stored if r.rule == "anticoagulant-stop" and r.channel == "sms")
     assert stop.send_at == utc(2026, 12, 4, 18, 0)
-    assert "(Friday 4 December) is the last day to take warfarin" in stop.body
-    assert stop.safety_critical and stop.template_version and stop.fingerprint
+    assert stop.safety_critical and stop.body is None  # nothing written yet
+    assert "(Friday 4 December) is the last day to take warfarin" in words(config, stop)
     email = next(r for r in stored if r.rule == "fasting" and r.channel == "email")
-    assert email.subject and email.body_html and "2:30am" in email.body
+    mark_sent(config, email, email.send_at)
+    assert email.subject and email.body_html and email.body and "2:30am" in email.body
+    assert email.template_version and email.language == "en-GB" and email.fingerprint
     patient = result.enrolment.patient
     assert (patient.name, patient.phone) == ("Siân Jones", "+447911100001")
     audit = session.scalars(select(models.AuditEntry)).all()
@@ -89,7 +98,8 @@ def test_reschedule_moves_every_pending_reminder(session: Session, config: Confi
     assert {r.schedule_version for r in pending} == {2}
     cancelled = rows(session, moved.enrolment, "cancelled")
     assert cancelled and {r.cancel_reason for r in cancelled} == {"superseded"}
-    assert "Thursday 17 December" in next(r for r in pending if r.rule == "day-before").body
+    day_before = next(r for r in pending if r.rule == "day-before")
+    assert "Thursday 17 December" in words(config, day_before)
     actions = session.scalars(select(models.AuditEntry.action)).all()
     assert actions == ["enrol", "reschedule"]
 
@@ -100,7 +110,7 @@ def test_a_reschedule_that_changes_a_sent_stop_date_sends_a_correction_and_tells
     result = services.enrol(session, config, warfarin_patient(), now=ENROLLED, actor="alice")
     for reminder in rows(session, result.enrolment):
         if reminder.rule in ("booking-confirmation", "anticoagulant-plan"):
-            mark_sent(reminder, ENROLLED)
+            mark_sent(config, reminder, ENROLLED)
     session.commit()
 
     # Moved a week later: the last dose is now Friday 11 December, not Friday 4 December.
@@ -117,8 +127,8 @@ def test_a_reschedule_that_changes_a_sent_stop_date_sends_a_correction_and_tells
     }
     sms = next(r for r in corrections if r.channel == "sms")
     assert sms.send_at == now
-    assert "Friday 11 December" in sms.body
-    assert "4 December" not in sms.body
+    assert "Friday 11 December" in words(config, sms)
+    assert "4 December" not in words(config, sms)
     items = session.scalars(select(models.AttentionItem)).all()
     assert [i.kind for i in items] == ["correction"]
     assert "a correction is being sent" in items[0].message
@@ -134,7 +144,7 @@ def test_a_change_that_leaves_a_sent_instruction_alone_needs_no_correction(
     result = services.enrol(session, config, warfarin_patient(), now=ENROLLED, actor="alice")
     for reminder in rows(session, result.enrolment):
         if reminder.rule == "anticoagulant-plan":
-            mark_sent(reminder, ENROLLED)
+            mark_sent(config, reminder, ENROLLED)
     session.commit()
     # Same day, an hour later: the blood-thinner dates do not change.
     moved = services.enrol(
@@ -206,7 +216,7 @@ def test_a_reschedule_plans_again_what_the_patient_had_for_the_old_date(
                             restart_days=None), now=ENROLLED, actor="alice")  # fmt: skip
     for reminder in rows(session, result.enrolment):
         if reminder.send_at <= utc(2026, 12, 9, 19):
-            mark_sent(reminder, reminder.send_at)
+            mark_sent(config, reminder, reminder.send_at)
     session.commit()
     moved = services.enrol(
         session, config,
@@ -225,7 +235,7 @@ def test_a_reschedule_plans_again_what_the_patient_had_for_the_old_date(
     assert fasting[1].send_at == utc(2027, 1, 13, 18)
     # The new date is confirmed now, and the day-before message goes before the new date.
     assert sms["booking-confirmation"].send_at == utc(2026, 12, 9, 19, 30)
-    assert "Thursday 14 January" in sms["booking-confirmation"].body
+    assert "Thursday 14 January" in words(config, sms["booking-confirmation"])
     assert sms["day-before"].send_at == utc(2027, 1, 13, 12)
 
 

@@ -58,8 +58,8 @@ def celery(delivery_env: dict[str, str], tmp_path: Path) -> Iterator[Start]:
 
 
 def make_due(factory: sessionmaker[Session], count: int, *, start: int = 0) -> list[int]:
-    """`count` patients, each with one SMS reminder due now and a text of its own, so that
-    any message sent twice shows up in the fake's records."""
+    """`count` patients, each with one SMS reminder due now and a mobile number of their own,
+    so that any message sent twice shows up in the fake's records."""
     now = datetime.now(UTC)
     later = now + timedelta(hours=3)
     with session_scope(factory) as session:
@@ -83,9 +83,6 @@ def make_due(factory: sessionmaker[Session], count: int, *, start: int = 0) -> l
                     expires_at=later,
                     schedule_version=1,
                     template="booking-confirmation",
-                    template_version="test",
-                    language="en-GB",
-                    body=f"Test message {i}",
                 )
             )
             session.add(enrolment)
@@ -105,10 +102,10 @@ def settled(factory: sessionmaker[Session], total: int) -> Callable[[], bool]:
 
 
 def assert_each_sent_once(fake: FakeTwilio, factory: sessionmaker[Session], total: int) -> None:
-    bodies = Counter(m["body"] for m in fake.messages)
-    twice = {body: n for body, n in bodies.items() if n > 1}
+    numbers = Counter(m["to"] for m in fake.messages)
+    twice = {number: n for number, n in numbers.items() if n > 1}
     assert twice == {}, f"sent more than once: {twice}"
-    assert len(bodies) == total
+    assert len(numbers) == total
     assert states(factory) == Counter({"sent": total})
 
 

@@ -11,10 +11,11 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from reminders import delivery, models, services
+from reminders import delivery, models, services, wording
 from reminders.config import Config
 from reminders.db import make_sessionmaker, session_scope
 from reminders.enrolment import Enrolment
+from reminders.rendering import Message
 from reminders.settings import Settings
 
 PHONE = "+447911100010"
@@ -78,6 +79,12 @@ class World:
             if states:
                 query = query.where(models.Reminder.state.in_(states))
             return list(session.scalars(query))
+
+    def words(self) -> dict[int, str]:
+        """Each reminder's text as the staff pages show it: as sent, or as it would be now."""
+        with session_scope(self.factory) as session:
+            shown = wording.shown(self.config, list(session.scalars(select(models.Reminder))))
+        return {id_: said.body for id_, said in shown.items() if isinstance(said, Message)}
 
     def due_now(self) -> list[models.Reminder]:
         return [r for r in self.reminders("scheduled") if r.send_at <= self.clock.now]

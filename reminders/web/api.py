@@ -21,11 +21,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException
 
-from reminders import accounts, models, services
+from reminders import accounts, models, services, wording
 from reminders.clock import iso_local
 from reminders.config import Config
 from reminders.db import locked_scope, session_scope
 from reminders.enrolment import FIELDS, Enrolment, InvalidEnrolment, parse_fields
+from reminders.rendering import Message
 from reminders.web.deps import AppConfig, Now
 
 PREFIX = "/api/v1"
@@ -291,6 +292,13 @@ class EnrolmentOut(BaseModel):
     links: EnrolmentLinks
 
 
+_WORDS = (
+    "as sent, or for a pending reminder as it would be written now (its words are written as "
+    "it is sent); null for one that never went, or whose words cannot be written (then "
+    "`error_message` says why)"
+)
+
+
 class ReminderOut(BaseModel):
     id: int
     rule: str
@@ -301,8 +309,8 @@ class ReminderOut(BaseModel):
     is_correction: bool
     delivery_status: Literal["queued", "sent", "delivered", "undelivered", "failed"] | None
     transport: str | None
-    subject: str | None
-    body: str
+    subject: str | None = Field(description="An email's subject; " + _WORDS)
+    body: str | None = Field(description="The text (an email's plain-text part); " + _WORDS)
     sent_at: str | None = Field(description=_LOCAL_TIME, json_schema_extra={"format": "date-time"})
     error_code: str | None
     error_message: str | None
@@ -323,7 +331,10 @@ def enrolment_out(row: models.Enrolment, warnings: Sequence[str] = ()) -> Enrolm
     )
 
 
-def reminder_out(reminder: models.Reminder, zone: ZoneInfo) -> ReminderOut:
+def reminder_out(
+    reminder: models.Reminder, zone: ZoneInfo, words: Message | str | None
+) -> ReminderOut:
+    message = words if isinstance(words, Message) else None
     return ReminderOut(
         id=reminder.id,
         rule=reminder.rule,
@@ -334,11 +345,11 @@ def reminder_out(reminder: models.Reminder, zone: ZoneInfo) -> ReminderOut:
         is_correction=reminder.is_correction,
         delivery_status=reminder.delivery_status,
         transport=reminder.transport,
-        subject=reminder.subject,
-        body=reminder.body,
+        subject=message.subject if message else None,
+        body=message.body if message else None,
         sent_at=iso_local(reminder.sent_at, zone) if reminder.sent_at else None,
         error_code=reminder.error_code,
-        error_message=reminder.error_message,
+        error_message=words if isinstance(words, str) else reminder.error_message,
     )
 
 
@@ -492,8 +503,11 @@ def cancel_enrolment(
     summary="Every reminder of an enrolment, sent, pending or cancelled, by send time",
     responses=_NOT_FOUND,
 )
-def list_reminders(sessions: Sessions, enrolment_id: EnrolmentId) -> list[ReminderOut]:
+def list_reminders(
+    sessions: Sessions, config: AppConfig, enrolment_id: EnrolmentId
+) -> list[ReminderOut]:
     with session_scope(sessions) as session:
         row = _enrolment(session, enrolment_id)
         zone = ZoneInfo(row.timezone)
-        return [reminder_out(reminder, zone) for reminder in row.reminders]
+        words = wording.shown(config, list(row.reminders))
+        return [reminder_out(r, zone, words[r.id]) for r in row.reminders]

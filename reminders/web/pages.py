@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
-from reminders import attention, lists, models, services
+from reminders import attention, lists, models, services, wording
 from reminders.clock import localize
 from reminders.config import Config
 from reminders.enrolment import FIELDS, InvalidEnrolment, parse_clock, parse_date, parse_fields
@@ -211,6 +211,7 @@ def enrolment_page(
     return page(
         request, "enrolment.html", row=row, items=items, history=history,
         procedure_name=protocol.name if protocol else row.procedure,
+        words=wording.shown(config, list(row.reminders)),
     )  # fmt: skip
 
 
