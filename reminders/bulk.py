@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnDefault, Connection, Table, insert, text
+from sqlalchemy import Column, ColumnDefault, Connection, Table, insert, text
 from sqlalchemy.orm import Session
 
 from reminders import models
@@ -94,9 +94,9 @@ def _insert_rows(
 ) -> list[int]:
     """INSERT the rows, and return their ids in order when asked.
 
-    On PostgreSQL with COPY, which takes a fraction of the time of an INSERT per row for the
-    reminders' wide rows (an email's HTML is a few kilobytes); the ids are then taken from the
-    table's sequence first, which is what an INSERT would do, so they are known in order."""
+    On PostgreSQL with COPY, which takes a fraction of the time of an INSERT a row; the ids are
+    then taken from the table's sequence first, which is what an INSERT would do, so they are
+    known in order."""
     if connection.dialect.name != "postgresql":
         if not ids:
             connection.execute(insert(table), rows)
@@ -127,11 +127,20 @@ def _insert_rows(
     dbapi: Any = connection.connection.dbapi_connection
     with (
         dbapi.cursor() as cursor,
-        cursor.copy(f"COPY {quote(table.name)} ({columns}) FROM STDIN") as copy,
+        cursor.copy(f"COPY {quote(table.name)} ({columns}) FROM STDIN (FORMAT BINARY)") as copy,
     ):
+        # Binary: formatting a million rows' timestamps as text took most of this process's
+        # time (15 times what the binary form takes). Binary needs each column's type.
+        copy.set_types([_pg_type(connection, table.columns[name]) for name in [*names, *defaults]])
         for row in rows:
             copy.write_row([*(row[name] for name in names), *defaults.values()])
     return new_ids
+
+
+def _pg_type(connection: Connection, column: Column[Any]) -> str:
+    """The column's PostgreSQL type as psycopg names it: "varchar", "timestamp with time
+    zone", "integer"."""
+    return column.type.compile(connection.dialect).split("(")[0].lower()
 
 
 def _table(model: type[models.Base]) -> Table:

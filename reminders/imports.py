@@ -35,7 +35,7 @@ from reminders.bulk import Planned, insert_new
 from reminders.config import Config
 from reminders.csvfile import CsvFile, open_csv
 from reminders.enrolment import Enrolment, InvalidEnrolment, parse_fields
-from reminders.rendering import RenderError
+from reminders.rendering import RenderError, enrolment_context
 from reminders.schedule import compute_schedule
 from reminders.settings import Settings
 
@@ -232,8 +232,10 @@ def _plan(config: Config, enrolment: Enrolment, now: datetime) -> Planned | str:
         schedule = compute_schedule(
             config.protocols[enrolment.procedure], enrolment, now, config.window
         )
+        shared = enrolment_context(schedule.facts, config.renderer.unit)
         reminders = [
-            services.reminder_values(config, schedule, planned, 1) for planned in schedule.reminders
+            services.reminder_values(config, schedule, planned, 1, shared)
+            for planned in schedule.reminders
         ]
     except services.EnrolmentRefused as exc:
         return str(exc)

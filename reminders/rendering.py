@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -65,9 +66,21 @@ def gp_open(instant: datetime, facts: Facts, unit: Unit) -> bool:
     return in_window(instant, unit.gp_hours, facts.zone)
 
 
-def template_context(facts: Facts, send_at: datetime, unit: Unit) -> dict[str, Any]:
+def template_context(
+    facts: Facts, send_at: datetime, unit: Unit, shared: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Everything a template may use (docs/protocols.md lists it), present only where it
-    applies, so StrictUndefined catches a template that uses a value its rule cannot have."""
+    applies, so StrictUndefined catches a template that uses a value its rule cannot have.
+    `shared` is `enrolment_context(facts, unit)`, when the caller writes several messages of
+    one enrolment: working it out for each was a good part of a big import's time."""
+    context = dict(enrolment_context(facts, unit) if shared is None else shared)
+    context["send_day"] = format_day(send_at.astimezone(facts.zone).date())
+    context["gp_open"] = gp_open(send_at, facts, unit)
+    return context
+
+
+def enrolment_context(facts: Facts, unit: Unit) -> dict[str, Any]:
+    """What `template_context` gives for every message of an enrolment, whenever it is sent."""
     enrolment, zone = facts.enrolment, facts.zone
     start = facts.starts_at.astimezone(zone)
     arrival = facts.anchors["arrival"].astimezone(zone)
@@ -81,8 +94,6 @@ def template_context(facts: Facts, send_at: datetime, unit: Unit) -> dict[str, A
         "arrival_time": format_clock(arrival.time()),
         "has_arrival": enrolment.arrival is not None,
         "sedation": facts.sedation,
-        "send_day": format_day(send_at.astimezone(zone).date()),
-        "gp_open": gp_open(send_at, facts, unit),
         "unit": unit,
     }
     if enrolment.joint:

@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
@@ -23,7 +24,7 @@ from reminders import models
 from reminders.clock import localize
 from reminders.config import Config
 from reminders.enrolment import Enrolment
-from reminders.rendering import template_context
+from reminders.rendering import enrolment_context, template_context
 from reminders.schedule import (
     PlannedReminder,
     Schedule,
@@ -148,16 +149,17 @@ def _attention(
 
 
 def reminder_values(
-    config: Config, schedule: Schedule, planned: PlannedReminder, version: int
-) -> dict[str, object]:
+    config: Config, schedule: Schedule, planned: PlannedReminder, version: int,
+    shared: Mapping[str, Any] | None = None,
+) -> dict[str, object]:  # fmt: skip
     """The columns of a planned reminder's row: for `models.Reminder` here, and for the CSV
     import's bulk insert of brand-new enrolments. Its words are written when it is sent
     (`wording`); an SMS is written now too, only to refuse one over the segment limit while
-    staff can still do something about it (RenderError)."""
+    staff can still do something about it (RenderError). `shared`: as for `template_context`."""
     if planned.channel == "sms":
         facts = schedule.facts
         renderer = config.renderer
-        context = template_context(facts, planned.send_at, renderer.unit)
+        context = template_context(facts, planned.send_at, renderer.unit, shared)
         renderer.render_with(planned.template, planned.channel, facts, context)
     return {
         "rule": planned.rule,
@@ -230,8 +232,9 @@ def _replan(
         protocol, facts, [*review.corrected, *review.withdrawn], now, config.window
     )
     version = row.schedule_version
+    shared = enrolment_context(schedule.facts, config.renderer.unit)
     wanted = [
-        _reminder_row(config, schedule, planned, version)
+        models.Reminder(**reminder_values(config, schedule, planned, version, shared))
         for planned in [*schedule.reminders, *corrections.reminders]
     ]
     added: list[models.Reminder] = []
