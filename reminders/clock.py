@@ -7,6 +7,7 @@ reason about the patient's calendar.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from reminders.settings import SendingWindow
@@ -18,6 +19,10 @@ _MONTHS = (
 )  # fmt: skip
 
 
+# A pure function asked the same few questions again and again (a day's list has its
+# procedures on a few days and times; the sending window opens at 08:00 every day): kept, as a
+# CSV import asks it a million times.
+@lru_cache(maxsize=16384)
 def localize(day: date, clock: time, zone: ZoneInfo, *, fold: int = 0) -> datetime:
     """The instant at which `zone`'s wall clock shows `clock` on `day`.
 
