@@ -498,6 +498,17 @@ def sweep(
                 .execution_options(synchronize_session=False)
             ).all()
         )
+        # A worker that died between taking a row into `sending` and writing its words never
+        # reached the provider with it (the words are committed first): nothing to ask.
+        requeued += len(
+            session.scalars(
+                update(R)
+                .where(R.state == "sending", R.sending_at < cutoff, R.body.is_(None))
+                .values(state="scheduled", send_at=now)
+                .returning(R.id)
+                .execution_options(synchronize_session=False)
+            ).all()
+        )
     with session_scope(factory) as session:
         # Read, then ask the provider outside any transaction: a slow provider must not hold
         # row locks that workers recording their own results would wait on.

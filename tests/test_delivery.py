@@ -205,6 +205,22 @@ def test_the_sweeper_puts_back_work_whose_task_was_lost(w: World) -> None:
     assert w.deliver()["sent"] == len(claimed)
 
 
+def test_the_sweeper_puts_back_work_whose_worker_died_before_writing_it(
+    w: World, fake_twilio: FakeTwilio
+) -> None:
+    w.enrol(email=None)
+    with session_scope(w.factory) as session:
+        claimed = delivery.claim_due(session, w.clock.now)
+    with session_scope(w.factory) as session:  # taken into `sending`, and then the kill
+        held = delivery.begin_attempts(session, claimed, w.clock.now)
+    assert held and {r.body for r in w.reminders("sending")} == {None}
+    w.clock.advance(seconds=6)
+    swept = delivery.sweep(w.factory, w.config, w.transports, clock=w.clock)
+    assert swept["requeued"] == len(held)
+    assert w.deliver()["sent"] == len(held)
+    assert len(fake_twilio.messages) == len(held)  # each once
+
+
 def test_without_credentials_messages_are_recorded_not_sent(w: World) -> None:
     config = Config.load(Settings.from_env({"REMINDERS_SENDING_WINDOW": "00:00-24:00"}))
     w.enrol(config=config)
