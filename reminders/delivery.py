@@ -516,7 +516,9 @@ def sweep(
             (reminder.id, reminder.attempts, reminder.sending_at or cutoff, reminder.channel,
              outgoing(reminder, config, now))
             for reminder in _load(session, session.scalars(
-                select(R.id).where(R.state == "sending", R.sending_at < cutoff)
+                select(R.id).where(
+                    R.state == "sending", R.sending_at < cutoff, R.body.is_not(None)
+                )
             ).all())
         ]  # fmt: skip
     found = resent = unsure = 0
