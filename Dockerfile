@@ -19,4 +19,4 @@ RUN pip install -c requirements.lock -e . \
 
 USER reminders
 EXPOSE 8000
-CMD ["uvicorn", "--factory", "reminders.web.app:create_app", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers"]
+CMD ["uvicorn", "--factory", "reminders.interfaces.web.app:create_app", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers"]

@@ -15,8 +15,8 @@ from celery.signals import setup_logging
 from kombu import Queue
 
 from reminders import logs
+from reminders.interfaces.tasks import Queues
 from reminders.settings import ConfigError, Settings
-from reminders.tasks import Queues
 
 try:
     settings = Settings.from_env()
@@ -36,7 +36,7 @@ def _logging(**_: object) -> None:
     logs.configure(settings.log_level)
 
 
-app = Celery("reminders", broker=settings.broker_url, include=["reminders.tasks"])
+app = Celery("reminders", broker=settings.broker_url, include=["reminders.interfaces.tasks"])
 app.conf.update(
     task_queues=[Queue(Queues.DISPATCH), Queue(Queues.SEND)],
     task_default_queue=Queues.DISPATCH,

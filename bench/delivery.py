@@ -34,8 +34,8 @@ from processes import CeleryProcess, RedisServer, wait_for  # noqa: E402
 from sqlalchemy import func, insert, select, text  # noqa: E402
 
 from reminders import models  # noqa: E402
-from reminders.db import make_engine, make_sessionmaker, session_scope  # noqa: E402
-from reminders.migrate import upgrade  # noqa: E402
+from reminders.store.db import make_engine, make_sessionmaker, session_scope  # noqa: E402
+from reminders.store.migrate import upgrade  # noqa: E402
 
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 

@@ -43,9 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from delivery import drop_database, fresh_database
 
-from reminders import models
-from reminders.db import make_engine
-from reminders.migrate import upgrade
+from reminders.store import models
+from reminders.store.db import make_engine
+from reminders.store.migrate import upgrade
 
 MB = 1024 * 1024
 SCRIPT = Path(sys.executable).parent / "reminders"

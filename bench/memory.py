@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from delivery import drop_database, fresh_database
 from processes import BIN, CeleryProcess, RedisServer, wait_for
 
-from reminders.migrate import upgrade
+from reminders.store.migrate import upgrade
 
 MB = 1024 * 1024
 SEND_QUEUE = "reminders.send"

@@ -6,7 +6,7 @@ docs/benchmarks.md).
 
 A fresh PostgreSQL database gets COUNT stored reminders (10 to an enrolment, so COUNT/10
 patients and enrolments, inserted by COPY as bench/memory.py does) and USERS staff accounts.
-The web app runs as it is deployed (`uvicorn --factory reminders.web.app:create_app`, WORKERS
+The web app runs as it is deployed (`uvicorn --factory reminders.interfaces.web.app:create_app`, WORKERS
 processes) and USERS simulated staff, each logged in with a session of their own, ask for pages
 for SECONDS, back to back or with THINK seconds between clicks: the enrol page, the live
 preview of a filled-in enrol form, and a search by name, by phone number and by booking
@@ -41,9 +41,9 @@ from delivery import drop_database, fresh_database
 from memory import PER_ENROLMENT, insert_future
 from processes import BIN, wait_for
 
-from reminders import accounts
-from reminders.db import make_engine, make_sessionmaker, session_scope
-from reminders.migrate import upgrade
+from reminders.services import accounts
+from reminders.store.db import make_engine, make_sessionmaker, session_scope
+from reminders.store.migrate import upgrade
 
 TARGET_MS = 100.0
 PASSWORD = "benchmark-password-1"
@@ -151,7 +151,7 @@ def main() -> None:
             port = free_port()
             log = open(Path(workdir) / "web.log", "wb")  # noqa: SIM115 - closed with the run
             web = subprocess.Popen(
-                [str(BIN / "uvicorn"), "--factory", "reminders.web.app:create_app",
+                [str(BIN / "uvicorn"), "--factory", "reminders.interfaces.web.app:create_app",
                  "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers),
                  "--no-access-log"],
                 env=env, stdout=subprocess.DEVNULL, stderr=log,

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from reminders.protocols import Protocol, Unit, load_protocols, load_unit
-from reminders.rendering import DEFAULT_LANGUAGE, Renderer
-from reminders.settings import SendingWindow, Settings
+from reminders.core.clock import SendingWindow
+from reminders.core.protocols import Protocol, Unit, load_protocols, load_unit
+from reminders.core.rendering import DEFAULT_LANGUAGE, Renderer
+from reminders.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -17,47 +17,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import find_dotenv, load_dotenv
 
+from reminders.core.clock import SendingWindow, parse_sending_window
+from reminders.core.errors import ConfigError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-class ConfigError(ValueError):
-    """A setting or configuration file is wrong; the message says which and how to fix it."""
-
-
-@dataclass(frozen=True)
-class SendingWindow:
-    """Local wall-clock hours in which messages may go out; `end` is inclusive.
-
-    `00:00-24:00` means "any time" and is represented by `start == time.min, end is None`.
-    """
-
-    start: time
-    end: time | None
-
-    @property
-    def always_open(self) -> bool:
-        return self.start == time.min and self.end is None
-
-    def __str__(self) -> str:
-        end = "24:00" if self.end is None else self.end.strftime("%H:%M")
-        return f"{self.start.strftime('%H:%M')}-{end}"
-
-
-_WINDOW = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
-
-
-def parse_sending_window(value: str, *, source: str = "REMINDERS_SENDING_WINDOW") -> SendingWindow:
-    match = _WINDOW.match(value.strip())
-    if not match:
-        raise ConfigError(f"{source}: expected HH:MM-HH:MM such as 08:00-20:00, got {value!r}")
-    h1, m1, h2, m2 = (int(g) for g in match.groups())
-    if h1 > 23 or m1 > 59 or m2 > 59 or h2 > 24 or (h2 == 24 and m2 != 0):
-        raise ConfigError(f"{source}: {value!r} is not a valid pair of clock times")
-    start = time(h1, m1)
-    end = None if h2 == 24 else time(h2, m2)
-    if end is not None and end <= start:
-        raise ConfigError(f"{source}: the window must end after it starts, got {value!r}")
-    return SendingWindow(start, end)
 
 
 def parse_timezone(value: str, *, source: str) -> ZoneInfo:
@@ -191,7 +154,7 @@ class Settings:
         public = env.get("REMINDERS_PUBLIC_URL")
         return cls(
             database_url=env.get("REMINDERS_DATABASE_URL")
-            or f"sqlite:///{Path('var').resolve() / 'reminders.db'}",
+            or f"sqlite:///{Path('var').resolve() / 'reminders.store.db'}",
             timezone=parse_timezone(
                 env.get("REMINDERS_TIMEZONE", "Europe/London"), source="REMINDERS_TIMEZONE"
             ),

@@ -29,11 +29,11 @@ from staff import BOB, Staff, add_staff
 from world import World, make_world
 
 from reminders.config import Config
-from reminders.db import make_engine, make_sessionmaker
-from reminders.migrate import upgrade
-from reminders.models import Base
+from reminders.interfaces.web.app import create_app
 from reminders.settings import Settings
-from reminders.web.app import create_app
+from reminders.store.db import make_engine, make_sessionmaker
+from reminders.store.migrate import upgrade
+from reminders.store.models import Base
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 BACKENDS = ("sqlite", "postgresql")
@@ -114,7 +114,7 @@ def _postgresql_engine(postgres_server: PostgresServer) -> Iterator[Engine]:
 
 @pytest.fixture(scope="session")
 def _sqlite_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'reminders.db'}"
+    url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'reminders.store.db'}"
     upgrade(url)
     engine = make_engine(url)
     yield engine

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import redis
 
+from reminders.interfaces.up import free_port, redis_binary
 from reminders.settings import PROJECT_ROOT
-from reminders.up import free_port, redis_binary
 
 BIN = Path(sys.executable).parent
 

@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy.orm import Session, sessionmaker
 
-from reminders import accounts
-from reminders.db import session_scope
+from reminders.services import accounts
+from reminders.store.db import session_scope
 
 ALICE = "alice@example.org"
 BOB = "bob@example.org"

@@ -13,11 +13,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from reminders import accounts, models
-from reminders.db import make_engine, make_sessionmaker, session_scope
-from reminders.migrate import upgrade
+from reminders.interfaces.web.app import create_app
+from reminders.services import accounts
 from reminders.settings import Settings
-from reminders.web.app import create_app
+from reminders.store import models
+from reminders.store.db import make_engine, make_sessionmaker, session_scope
+from reminders.store.migrate import upgrade
 
 SCRIPT = Path(sys.executable).parent / "reminders"
 PASSWORD = "synthetic-password-1"
@@ -25,7 +26,7 @@ PASSWORD = "synthetic-password-1"
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    url = f"sqlite:///{tmp_path / 'reminders.db'}"
+    url = f"sqlite:///{tmp_path / 'reminders.store.db'}"
     upgrade(url)
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),

@@ -16,12 +16,13 @@ from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy import func, select
 
-from reminders import accounts, models
-from reminders.db import session_scope
-from reminders.enrolment import FIELDS
+from reminders.core.enrolment import FIELDS
+from reminders.interfaces.web import api
+from reminders.interfaces.web.app import create_app
+from reminders.services import accounts
 from reminders.settings import Settings
-from reminders.web import api
-from reminders.web.app import create_app
+from reminders.store import models
+from reminders.store.db import session_scope
 
 IN_THREE_WEEKS = date.today() + timedelta(days=21)
 PHONE = "+447911100020"

@@ -19,11 +19,11 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from reminders import accounts
-from reminders.db import session_scope
-from reminders.migrate import upgrade
+from reminders.interfaces.web.app import create_app
+from reminders.services import accounts
 from reminders.settings import Settings
-from reminders.web.app import create_app
+from reminders.store.db import session_scope
+from reminders.store.migrate import upgrade
 
 
 def make_app(database_url: str) -> FastAPI:
@@ -52,7 +52,7 @@ class Api:
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Api:
     """The app on an SQLite database of its own, and a booking system's token."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'reminders.db'}"
+    url = f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'reminders.store.db'}"
     upgrade(url)
     app = make_app(url)
     with session_scope(app.state.sessions) as session:

@@ -19,12 +19,12 @@ from playwright.sync_api import Page, expect
 from staff import ALICE, PASSWORD, add_staff, in_days
 
 from reminders.config import Config
-from reminders.db import make_engine, make_sessionmaker
-from reminders.enrolment import parse_fields
-from reminders.migrate import upgrade
-from reminders.preview import preview
+from reminders.core.enrolment import parse_fields
+from reminders.interfaces.web.app import create_app
+from reminders.services.preview import preview
 from reminders.settings import Settings
-from reminders.web.app import create_app
+from reminders.store.db import make_engine, make_sessionmaker
+from reminders.store.migrate import upgrade
 
 # A CI machine busy with other tests can take seconds over a page; waiting longer costs nothing
 # when the page is quick.
@@ -40,7 +40,7 @@ class Live:
 
 @pytest.fixture
 def live(tmp_path: Path) -> Iterator[Live]:
-    url = f"sqlite:///{tmp_path / 'reminders.db'}"
+    url = f"sqlite:///{tmp_path / 'reminders.store.db'}"
     upgrade(url)
     engine = make_engine(url)
     add_staff(make_sessionmaker(engine))

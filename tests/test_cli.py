@@ -23,7 +23,7 @@ def env(tmp_path: Path) -> dict[str, str]:
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(tmp_path),
-        "REMINDERS_DATABASE_URL": f"sqlite:///{tmp_path / 'reminders.db'}",
+        "REMINDERS_DATABASE_URL": f"sqlite:///{tmp_path / 'reminders.store.db'}",
     }
 
 
@@ -242,10 +242,10 @@ def test_database_problems_are_one_line(env: dict[str, str], url: str, message: 
 
 
 def test_a_cancelled_booking_reference_is_refused_in_one_line(env: dict[str, str]) -> None:
-    from reminders import services
     from reminders.config import Config
-    from reminders.db import make_engine, make_sessionmaker, session_scope
-    from reminders.models import Enrolment
+    from reminders.services import enrolments
+    from reminders.store.db import make_engine, make_sessionmaker, session_scope
+    from reminders.store.models import Enrolment
 
     run(env, "migrate")
     args = ["enrol", "--procedure", "sacroplasty", "--at", "2030-06-10T09:30", "--name", "Ann",
@@ -254,7 +254,7 @@ def test_a_cancelled_booking_reference_is_refused_in_one_line(env: dict[str, str
     engine = make_engine(env["REMINDERS_DATABASE_URL"])
     with session_scope(make_sessionmaker(engine)) as session:
         row = session.query(Enrolment).one()
-        services.cancel(session, Config.load(), row, now=row.enrolled_at, actor="test")
+        enrolments.cancel(session, Config.load(), row, now=row.enrolled_at, actor="test")
     engine.dispose()
     result = run(env, *args)
     assert result.returncode == 2

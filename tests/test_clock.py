@@ -8,16 +8,18 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from reminders.clock import (
+from reminders.core.clock import (
+    SendingWindow,
     format_clock,
     format_day,
     in_window,
     iso_local,
     localize,
     next_opening,
+    parse_sending_window,
     previous_closing,
 )
-from reminders.settings import ConfigError, SendingWindow, parse_sending_window
+from reminders.core.errors import ConfigError
 
 LONDON = ZoneInfo("Europe/London")
 NEW_YORK = ZoneInfo("America/New_York")

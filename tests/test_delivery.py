@@ -15,13 +15,15 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from world import EMAIL, PHONE, World
 
-from reminders import delivery, models, services
-from reminders.clock import format_day
 from reminders.config import Config
-from reminders.db import session_scope
+from reminders.core.clock import format_day
+from reminders.delivery import core as delivery
+from reminders.delivery.transports import OutgoingMessage, Sent
+from reminders.interfaces.web.app import create_app
+from reminders.services import enrolments
 from reminders.settings import Settings
-from reminders.transports import OutgoingMessage, Sent
-from reminders.web.app import create_app
+from reminders.store import models
+from reminders.store.db import session_scope
 
 
 def test_due_reminders_reach_twilio_and_the_mail_server_once(
@@ -112,7 +114,7 @@ def test_cancelled_opted_out_and_worthless_reminders_are_not_sent(
         ids = delivery.claim_due(session, w.clock.now)
         row = session.get(models.Enrolment, other)
         assert row is not None
-        services.cancel(session, w.config, row, now=w.clock.now, actor="alice")
+        enrolments.cancel(session, w.config, row, now=w.clock.now, actor="alice")
     assert delivery.send_reminders(w.factory, w.config, w.transports, ids, clock=w.clock) == {}
     assert fake_twilio.messages_to("+447911100011") == []
 

@@ -43,7 +43,7 @@ def test_compose_file_validates_and_matches_the_code() -> None:
     assert services["beat"]["command"][:4] == ["celery", "-A", "worker", "beat"]
     assert services["beat"]["deploy"]["replicas"] == 1
     assert "command" not in services["web"]  # the image's own CMD: uvicorn and the factory
-    assert '"reminders.web.app:create_app"' in (PROJECT_ROOT / "Dockerfile").read_text()
+    assert '"reminders.interfaces.web.app:create_app"' in (PROJECT_ROOT / "Dockerfile").read_text()
     redis_command = " ".join(services["redis"]["command"])
     assert "--appendonly yes" in redis_command and "noeviction" in redis_command
     for name in ("web", "worker", "beat"):

@@ -9,7 +9,7 @@ import pytest
 from factories import make_enrolment
 
 from reminders.config import Config
-from reminders.enrolment import Enrolment, InvalidEnrolment, parse_fields
+from reminders.core.enrolment import Enrolment, InvalidEnrolment, parse_fields
 
 
 @pytest.mark.parametrize(

@@ -16,15 +16,16 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from reminders import imports, models, services, wording
-from reminders.cli import main
 from reminders.config import Config
-from reminders.csvfile import UnusableFile, open_csv
-from reminders.db import make_sessionmaker
-from reminders.enrolment import parse_fields
-from reminders.imports import ImportInterrupted, Refusal, import_csv
-from reminders.schedule import compute_schedule
+from reminders.core.enrolment import parse_fields
+from reminders.core.schedule import compute_schedule
+from reminders.interfaces.cli import main
+from reminders.services import enrolments, imports, wording
+from reminders.services.csvfile import UnusableFile, open_csv
+from reminders.services.imports import ImportInterrupted, Refusal, import_csv
 from reminders.settings import Settings
+from reminders.store import models
+from reminders.store.db import make_sessionmaker
 
 HEADER = ["booking_ref", "name", "phone", "email", "procedure", "date", "time",
           "anticoagulant", "anticoagulant_hold_days", "notes"]  # fmt: skip
@@ -388,7 +389,7 @@ def test_a_row_that_fails_half_way_leaves_nothing_behind(
     cancelled = session.scalars(
         select(models.Enrolment).where(models.Enrolment.booking_ref == "BK-00001")
     ).one()
-    services.cancel(session, Config.load(Settings.from_env({})), cancelled,
+    enrolments.cancel(session, Config.load(Settings.from_env({})), cancelled,
                     now=datetime.now(UTC), actor="alice")  # fmt: skip
     session.commit()
 
@@ -441,7 +442,7 @@ def test_the_bulk_path_writes_what_enrol_writes(
     db_engine: Engine, session: Session, open_config: Config
 ) -> None:
     """New booking references are inserted in bulk; the rows must be exactly those
-    `services.enrol` writes, late-enrolment warnings and audit included."""
+    `enrolments.enrol` writes, late-enrolment warnings and audit included."""
     now = datetime.now(UTC).replace(microsecond=0)
     row = patient(14, procedure="sacroplasty", date=days(3), email="p14@example.org",
                   anticoagulant="warfarin", anticoagulant_hold_days="5")  # fmt: skip
@@ -456,7 +457,7 @@ def test_the_bulk_path_writes_what_enrol_writes(
         protocols=open_config.protocols,
         default_timezone=open_config.settings.timezone,
     )
-    services.enrol(session, open_config, enrolment, now=now, actor="alice")
+    enrolments.enrol(session, open_config, enrolment, now=now, actor="alice")
     session.commit()
 
     def snapshot(ref: str) -> dict[str, object]:
@@ -588,9 +589,9 @@ def test_worker_processes_write_what_this_process_writes(
         select(models.Enrolment).where(models.Enrolment.booking_ref == "BK-00077")
     ).one()
     expected = compute_schedule(
-        inline.protocols[sample.procedure], services.as_enrolment(sample), now, inline.window
+        inline.protocols[sample.procedure], enrolments.as_enrolment(sample), now, inline.window
     )
-    wanted = [services.reminder_values(inline, expected, planned, 1)
+    wanted = [enrolments.reminder_values(inline, expected, planned, 1)
               for planned in expected.reminders]  # fmt: skip
     got = [{key: getattr(r, key) for key in wanted[0]} for r in sample.reminders]
 

@@ -7,16 +7,16 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from reminders.db import make_engine
-from reminders.migrate import (
+from reminders.core.errors import ConfigError
+from reminders.store.db import make_engine
+from reminders.store.migrate import (
     check_current,
     current_revision,
     downgrade,
     head_revision,
     upgrade,
 )
-from reminders.models import Base
-from reminders.settings import ConfigError
+from reminders.store.models import Base
 
 APPLICATION_TABLES = set(Base.metadata.tables)
 

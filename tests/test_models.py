@@ -14,7 +14,7 @@ from sqlalchemy.dialects.sqlite.base import SQLiteDialect
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session
 
-from reminders.models import (
+from reminders.store.models import (
     PENDING_STATES,
     REMINDER_STATES,
     TRANSITIONS,

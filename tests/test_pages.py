@@ -13,8 +13,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from staff import ALICE, BOB, PASSWORD, Staff, in_days
 
-from reminders import accounts, models
-from reminders.db import session_scope
+from reminders.services import accounts
+from reminders.store import models
+from reminders.store.db import session_scope
 
 # Routes that answer without a staff login, each for its own reason (PRODUCT.md, Contracts).
 PUBLIC = {

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from reminders.protocols import Offset, load_protocol, load_protocols, load_unit
-from reminders.settings import PROJECT_ROOT, ConfigError
+from reminders.core.errors import ConfigError
+from reminders.core.protocols import Offset, load_protocol, load_protocols, load_unit
+from reminders.settings import PROJECT_ROOT
 
 SHIPPED = (
     "si-joint-denervation",

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from factories import ALWAYS_OPEN, make_enrolment, utc
 
-from reminders import sms
 from reminders.config import Config
-from reminders.enrolment import Enrolment
-from reminders.rendering import Message, Renderer, RenderError
-from reminders.schedule import compute_schedule
+from reminders.core import sms
+from reminders.core.enrolment import Enrolment
+from reminders.core.rendering import Message, Renderer, RenderError
+from reminders.core.schedule import compute_schedule
 from reminders.settings import PROJECT_ROOT
 
 ENROLLED = utc(2026, 11, 20, 10, 0)

@@ -10,10 +10,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from reminders import models, retention, services
 from reminders.config import Config
+from reminders.interfaces.web.app import create_app
+from reminders.services import enrolments, retention
 from reminders.settings import Settings
-from reminders.web.app import create_app
+from reminders.store import models
 
 ENROLLED = utc(2026, 11, 20, 10)
 
@@ -28,13 +29,13 @@ def count(session: Session, model: type[models.Base]) -> int:
 def test_purge_after_the_retention_period_keeps_counts_audit_and_opt_outs(
     session: Session, config: Config, database_url: str
 ) -> None:
-    over = services.enrol(
+    over = enrolments.enrol(
         session, config, make_enrolment(booking_ref="OLD-1"), now=ENROLLED, actor="alice"
     ).enrolment
-    services.cancel(session, config, over, now=ENROLLED, actor="alice")
+    enrolments.cancel(session, config, over, now=ENROLLED, actor="alice")
     current = make_enrolment(booking_ref="NEW-1", phone="+447911100040", on=date(2027, 3, 1),
                              at=time(9, 30))  # fmt: skip
-    services.enrol(session, config, current, now=ENROLLED, actor="alice")
+    enrolments.enrol(session, config, current, now=ENROLLED, actor="alice")
     session.add(models.OptOut(channel="sms", destination="+447911100001", source="STOP reply"))
     session.commit()
     reminders_before = count(session, models.Reminder)

@@ -20,10 +20,10 @@ from factories import (
     utc,
 )
 
-from reminders.enrolment import Enrolment
-from reminders.protocols import Protocol
-from reminders.schedule import Schedule, compute_schedule
-from reminders.settings import parse_sending_window
+from reminders.core.clock import parse_sending_window
+from reminders.core.enrolment import Enrolment
+from reminders.core.protocols import Protocol
+from reminders.core.schedule import Schedule, compute_schedule
 
 
 def schedule_for(enrolment: Enrolment, now: datetime, window: object = DEFAULT_WINDOW) -> Schedule:

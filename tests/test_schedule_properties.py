@@ -19,11 +19,10 @@ from factories import ALWAYS_OPEN, DEFAULT_WINDOW, shipped_protocols
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from reminders.clock import in_window, localize
-from reminders.enrolment import Enrolment
-from reminders.protocols import Protocol
-from reminders.schedule import PlannedReminder, Schedule, compute_schedule, matches, timing_for
-from reminders.settings import SendingWindow, parse_sending_window
+from reminders.core.clock import SendingWindow, in_window, localize, parse_sending_window
+from reminders.core.enrolment import Enrolment
+from reminders.core.protocols import Protocol
+from reminders.core.schedule import PlannedReminder, Schedule, compute_schedule, matches, timing_for
 
 ZONES = sorted(zoneinfo.available_timezones())
 FIRST_DAY, LAST_DAY = date(2026, 1, 1), date(2027, 12, 31)

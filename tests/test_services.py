@@ -10,8 +10,9 @@ from factories import make_enrolment, utc
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from reminders import models, services, wording
 from reminders.config import Config
+from reminders.services import enrolments, wording
+from reminders.store import models
 
 ENROLLED = utc(2026, 11, 20, 10, 0)
 
@@ -50,7 +51,7 @@ def words(config: Config, reminder: models.Reminder) -> str:
 def test_enrol_schedules_every_reminder_and_its_words_are_written_as_it_goes(
     session: Session, config: Config
 ) -> None:
-    result = services.enrol(session, config, warfarin_patient(), now=ENROLLED, actor="alice")
+    result = enrolments.enrol(session, config, warfarin_patient(), now=ENROLLED, actor="alice")
     session.commit()
 
     assert result.created and result.warnings == []
@@ -74,8 +75,8 @@ def test_enrol_schedules_every_reminder_and_its_words_are_written_as_it_goes(
 def test_the_same_booking_reference_updates_and_never_duplicates(
     session: Session, config: Config
 ) -> None:
-    first = services.enrol(session, config, warfarin_patient(), now=ENROLLED, actor="alice")
-    again = services.enrol(session, config, warfarin_patient(), now=ENROLLED, actor="alice")
+    first = enrolments.enrol(session, config, warfarin_patient(), now=ENROLLED, actor="alice")
+    again = enrolments.enrol(session, config, warfarin_patient(), now=ENROLLED, actor="alice")
     session.commit()
     assert again.enrolment.id == first.enrolment.id
     assert not again.created and again.reminders == []
@@ -84,9 +85,9 @@ def test_the_same_booking_reference_updates_and_never_duplicates(
 
 
 def test_reschedule_moves_every_pending_reminder(session: Session, config: Config) -> None:
-    first = services.enrol(session, config, warfarin_patient(), now=ENROLLED, actor="alice")
+    first = enrolments.enrol(session, config, warfarin_patient(), now=ENROLLED, actor="alice")
     later = utc(2026, 11, 21, 9, 0)
-    moved = services.enrol(
+    moved = enrolments.enrol(
         session, config, warfarin_patient(on=date(2026, 12, 17)), now=later, actor="bob"
     )
     session.commit()
@@ -107,7 +108,7 @@ def test_reschedule_moves_every_pending_reminder(session: Session, config: Confi
 def test_a_reschedule_that_changes_a_sent_stop_date_sends_a_correction_and_tells_staff(
     session: Session, config: Config
 ) -> None:
-    result = services.enrol(session, config, warfarin_patient(), now=ENROLLED, actor="alice")
+    result = enrolments.enrol(session, config, warfarin_patient(), now=ENROLLED, actor="alice")
     for reminder in rows(session, result.enrolment):
         if reminder.rule in ("booking-confirmation", "anticoagulant-plan"):
             mark_sent(config, reminder, ENROLLED)
@@ -115,7 +116,7 @@ def test_a_reschedule_that_changes_a_sent_stop_date_sends_a_correction_and_tells
 
     # Moved a week later: the last dose is now Friday 11 December, not Friday 4 December.
     now = utc(2026, 11, 23, 9, 0)
-    moved = services.enrol(
+    moved = enrolments.enrol(
         session, config, warfarin_patient(on=date(2026, 12, 17)), now=now, actor="bob"
     )
     session.commit()
@@ -141,13 +142,13 @@ def test_a_reschedule_that_changes_a_sent_stop_date_sends_a_correction_and_tells
 def test_a_change_that_leaves_a_sent_instruction_alone_needs_no_correction(
     session: Session, config: Config
 ) -> None:
-    result = services.enrol(session, config, warfarin_patient(), now=ENROLLED, actor="alice")
+    result = enrolments.enrol(session, config, warfarin_patient(), now=ENROLLED, actor="alice")
     for reminder in rows(session, result.enrolment):
         if reminder.rule == "anticoagulant-plan":
             mark_sent(config, reminder, ENROLLED)
     session.commit()
     # Same day, an hour later: the blood-thinner dates do not change.
-    moved = services.enrol(
+    moved = enrolments.enrol(
         session, config, warfarin_patient(at=time(10, 30), arrival=time(9, 30)),
         now=utc(2026, 11, 23, 9), actor="bob",
     )  # fmt: skip
@@ -160,10 +161,10 @@ def test_a_change_that_leaves_a_sent_instruction_alone_needs_no_correction(
 def test_an_identical_pending_reminder_is_kept_not_replaced(
     session: Session, config: Config
 ) -> None:
-    result = services.enrol(session, config, warfarin_patient(), now=ENROLLED, actor="alice")
+    result = enrolments.enrol(session, config, warfarin_patient(), now=ENROLLED, actor="alice")
     stop_id = next(r.id for r in rows(session, result.enrolment) if r.rule == "anticoagulant-stop")
     # Only the email address changes: the SMS reminders are the same and stay as they are.
-    services.enrol(
+    enrolments.enrol(
         session, config, warfarin_patient(email="s.jones@example.org"), now=ENROLLED, actor="bob"
     )
     session.commit()
@@ -172,7 +173,7 @@ def test_an_identical_pending_reminder_is_kept_not_replaced(
 
 
 def test_a_late_plan_is_put_in_front_of_staff(session: Session, config: Config) -> None:
-    result = services.enrol(
+    result = enrolments.enrol(
         session, config, warfarin_patient(), now=utc(2026, 12, 8, 9), actor="alice"
     )
     session.commit()
@@ -186,21 +187,21 @@ def test_a_late_plan_is_put_in_front_of_staff(session: Session, config: Config) 
 def test_cancel_stops_everything_and_the_reference_cannot_be_reused(
     session: Session, config: Config
 ) -> None:
-    result = services.enrol(session, config, warfarin_patient(), now=ENROLLED, actor="alice")
-    services.cancel(session, config, result.enrolment, now=ENROLLED, actor="alice")
+    result = enrolments.enrol(session, config, warfarin_patient(), now=ENROLLED, actor="alice")
+    enrolments.cancel(session, config, result.enrolment, now=ENROLLED, actor="alice")
     session.commit()
     assert result.enrolment.status == "cancelled" and result.enrolment.ended_at == ENROLLED
     assert {r.state for r in rows(session, result.enrolment)} == {"cancelled"}
-    with pytest.raises(services.EnrolmentClosed, match="cancelled enrolment"):
-        services.enrol(session, config, warfarin_patient(), now=ENROLLED, actor="alice")
+    with pytest.raises(enrolments.EnrolmentClosed, match="cancelled enrolment"):
+        enrolments.enrol(session, config, warfarin_patient(), now=ENROLLED, actor="alice")
 
 
 def test_complete_keeps_after_care_and_drops_what_was_for_before(
     session: Session, config: Config
 ) -> None:
     enrolment = warfarin_patient(anticoagulant=None, hold_days=None, restart_days=None)
-    result = services.enrol(session, config, enrolment, now=ENROLLED, actor="alice")
-    services.complete(session, config, result.enrolment, now=utc(2026, 12, 10, 8), actor="bob")
+    result = enrolments.enrol(session, config, enrolment, now=ENROLLED, actor="alice")
+    enrolments.complete(session, config, result.enrolment, now=utc(2026, 12, 10, 8), actor="bob")
     session.commit()
     pending = {r.rule for r in rows(session, result.enrolment, "scheduled")}
     assert pending == {"after-care", "pain-advice"}
@@ -212,13 +213,13 @@ def test_a_reschedule_plans_again_what_the_patient_had_for_the_old_date(
 ) -> None:
     # Sacroplasty on 10 December; by 9 December at 7pm the day-before and fasting messages
     # have gone. Then it moves to 14 January.
-    result = services.enrol(session, config, warfarin_patient(anticoagulant=None, hold_days=None,
+    result = enrolments.enrol(session, config, warfarin_patient(anticoagulant=None, hold_days=None,
                             restart_days=None), now=ENROLLED, actor="alice")  # fmt: skip
     for reminder in rows(session, result.enrolment):
         if reminder.send_at <= utc(2026, 12, 9, 19):
             mark_sent(config, reminder, reminder.send_at)
     session.commit()
-    moved = services.enrol(
+    moved = enrolments.enrol(
         session, config,
         warfarin_patient(on=date(2027, 1, 14), anticoagulant=None, hold_days=None,
                          restart_days=None),
@@ -243,8 +244,8 @@ def test_a_plan_added_by_a_later_update_is_sent_not_refused(
     session: Session, config: Config
 ) -> None:
     plain = warfarin_patient(anticoagulant=None, hold_days=None, restart_days=None)
-    services.enrol(session, config, plain, now=ENROLLED, actor="alice")
-    updated = services.enrol(session, config, warfarin_patient(), now=utc(2026, 11, 22, 9),
+    enrolments.enrol(session, config, plain, now=ENROLLED, actor="alice")
+    updated = enrolments.enrol(session, config, warfarin_patient(), now=utc(2026, 11, 22, 9),
                              actor="bob")  # fmt: skip
     session.commit()
     assert updated.warnings == []
@@ -258,8 +259,8 @@ def test_repeated_updates_do_not_repeat_the_same_call_list_entry(
     session: Session, config: Config
 ) -> None:
     late = utc(2026, 12, 8, 9)
-    services.enrol(session, config, warfarin_patient(), now=late, actor="alice")
-    services.enrol(session, config, warfarin_patient(email="x@example.org"), now=late,
+    enrolments.enrol(session, config, warfarin_patient(), now=late, actor="alice")
+    enrolments.enrol(session, config, warfarin_patient(email="x@example.org"), now=late,
                    actor="alice")  # fmt: skip
     session.commit()
     items = session.scalars(select(models.AttentionItem)).all()
@@ -267,5 +268,5 @@ def test_repeated_updates_do_not_repeat_the_same_call_list_entry(
 
 
 def test_a_procedure_in_the_past_is_refused(session: Session, config: Config) -> None:
-    with pytest.raises(services.EnrolmentRefused, match="already passed"):
-        services.enrol(session, config, warfarin_patient(), now=utc(2026, 12, 11), actor="a")
+    with pytest.raises(enrolments.EnrolmentRefused, match="already passed"):
+        enrolments.enrol(session, config, warfarin_patient(), now=utc(2026, 12, 11), actor="a")

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reminders.sms import CODEC, segments, septets, to_gsm7
+from reminders.core.sms import CODEC, segments, septets, to_gsm7
 
 EXTENSION = "€[]{}^~|\\"
 

@@ -12,8 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from staff import ALICE, BOB, PASSWORD, Staff
 
-from reminders import models
-from reminders.db import session_scope
+from reminders.store import models
+from reminders.store.db import session_scope
 
 _SECRET = re.compile(r'<code id="secret"[^>]*>([^<]+)</code>')
 

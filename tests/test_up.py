@@ -17,8 +17,8 @@ import pytest
 from fastapi.testclient import TestClient
 from processes import BIN, RedisServer, free_port, wait_for
 
+from reminders.interfaces.web.app import create_app
 from reminders.settings import Settings
-from reminders.web.app import create_app
 
 SECRET = {"REMINDERS_SECRET_KEY": "synthetic-test-secret"}
 
@@ -57,7 +57,7 @@ def test_up_runs_everything_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert enrol.returncode == 0, enrol.stderr
-        database = tmp_path / "var" / "reminders.db"
+        database = tmp_path / "var" / "reminders.store.db"
 
         def recorded() -> list[tuple[str, str, str]]:
             with sqlite3.connect(database) as db:
@@ -106,7 +106,7 @@ def test_metrics_are_prometheus_text_with_the_projects_prefix(tmp_path: Path) ->
     settings = Settings.from_env(
         {"REMINDERS_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}", **SECRET}
     )
-    from reminders.migrate import upgrade
+    from reminders.store.migrate import upgrade
 
     upgrade(settings.database_url)
     response = TestClient(create_app(settings)).get("/metrics")

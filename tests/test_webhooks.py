@@ -14,10 +14,11 @@ from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 from world import EMAIL, PHONE, World
 
-from reminders import delivery, models
-from reminders.db import session_scope
+from reminders.delivery import core as delivery
+from reminders.interfaces.web.app import create_app
 from reminders.settings import Settings
-from reminders.web.app import create_app
+from reminders.store import models
+from reminders.store.db import session_scope
 
 URL = "https://reminders.example.org/webhooks/twilio/status"
 

@@ -22,10 +22,10 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from reminders import models
-from reminders.db import make_sessionmaker, session_scope
+from reminders.interfaces.tasks import Queues
 from reminders.settings import PROJECT_ROOT
-from reminders.tasks import Queues
+from reminders.store import models
+from reminders.store.db import make_sessionmaker, session_scope
 
 Start = Callable[..., CeleryProcess]
 SETTLED = ("sent", "failed", "skipped", "cancelled")

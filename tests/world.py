@@ -11,12 +11,14 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from reminders import delivery, models, services, wording
 from reminders.config import Config
-from reminders.db import make_sessionmaker, session_scope
-from reminders.enrolment import Enrolment
-from reminders.rendering import Message
+from reminders.core.enrolment import Enrolment
+from reminders.core.rendering import Message
+from reminders.delivery import core as delivery
+from reminders.services import enrolments, wording
 from reminders.settings import Settings
+from reminders.store import models
+from reminders.store.db import make_sessionmaker, session_scope
 
 PHONE = "+447911100010"
 EMAIL = "megan.price@example.org"
@@ -56,7 +58,7 @@ class World:
         )  # fmt: skip
         values.update(fields)
         with session_scope(self.factory) as session:
-            result = services.enrol(
+            result = enrolments.enrol(
                 session, config or self.config, Enrolment(**values),  # type: ignore[arg-type]
                 now=self.clock.now, actor="alice",
             )  # fmt: skip

@@ -1,0 +1,305 @@
+"""Templates to message text: a Jinja2 sandbox, per channel and language, with values already
+formatted in British English.
+
+Layout: `templates/<language>/<template>/{sms.txt, subject.txt, email.txt, email.html}`, with
+`_footer.txt` and `_layout.html` beside them for every email. A language without a template falls
+back to its base language, then to en-GB.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import holidays
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, meta
+from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup
+
+from reminders.core import sms
+from reminders.core.clock import format_clock, format_day, format_moment, in_window
+from reminders.core.protocols import Unit
+from reminders.core.schedule import Facts, PlannedReminder
+
+DEFAULT_LANGUAGE = "en-GB"
+SMS_PART = "sms.txt"
+EMAIL_PARTS = ("subject.txt", "email.txt", "email.html")
+PARTS = {"sms": (SMS_PART,), "email": EMAIL_PARTS}
+# Values that are not the instruction itself (the moment of sending, how the patient is
+# addressed): a correction is owed when anything else a template shows has changed.
+_VOLATILE = frozenset({"send_day", "gp_open", "unit", "name", "first_name"})
+_SUBDIVISIONS = {"england-and-wales": "ENG", "scotland": "SCT", "northern-ireland": "NIR"}
+
+
+class RenderError(ValueError):
+    """A template cannot produce a message; the text says which template and why."""
+
+
+@dataclass(frozen=True)
+class Message:
+    channel: str
+    body: str  # SMS text, or the email's plain-text part
+    subject: str | None
+    html: str | None
+    template_version: str
+    language: str  # the language of the templates actually used
+    segments: int | None  # SMS only
+
+
+@cache
+def _bank_holidays(region: str) -> holidays.HolidayBase:
+    return holidays.country_holidays("GB", subdiv=_SUBDIVISIONS[region])
+
+
+def gp_open(instant: datetime, facts: Facts, unit: Unit) -> bool:
+    """Whether GP surgeries are normally open at `instant`: weekdays in the unit's GP hours,
+    bank holidays of the unit's region excepted. Otherwise patients are pointed to NHS 111."""
+    local = instant.astimezone(facts.zone)
+    if local.weekday() >= 5 or local.date() in _bank_holidays(unit.bank_holidays):
+        return False
+    return in_window(instant, unit.gp_hours, facts.zone)
+
+
+def template_context(
+    facts: Facts, send_at: datetime, unit: Unit, shared: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Everything a template may use (docs/protocols.md lists it), present only where it
+    applies, so StrictUndefined catches a template that uses a value its rule cannot have.
+    `shared` is `enrolment_context(facts, unit)`, when the caller writes several messages of
+    one enrolment: working it out for each was a good part of a big import's time."""
+    context = dict(enrolment_context(facts, unit) if shared is None else shared)
+    context["send_day"] = format_day(send_at.astimezone(facts.zone).date())
+    context["gp_open"] = gp_open(send_at, facts, unit)
+    return context
+
+
+def enrolment_context(facts: Facts, unit: Unit) -> dict[str, Any]:
+    """What `template_context` gives for every message of an enrolment, whenever it is sent."""
+    enrolment, zone = facts.enrolment, facts.zone
+    start = facts.starts_at.astimezone(zone)
+    arrival = facts.anchors["arrival"].astimezone(zone)
+    context: dict[str, Any] = {
+        "name": enrolment.name,
+        "first_name": enrolment.name.split()[0],
+        "procedure_name": facts.protocol.name,
+        "procedure_day": format_day(start.date()),
+        "procedure_time": format_clock(start.time()),
+        "arrival_day": format_day(arrival.date()),
+        "arrival_time": format_clock(arrival.time()),
+        "has_arrival": enrolment.arrival is not None,
+        "sedation": facts.sedation,
+        "unit": unit,
+    }
+    if enrolment.joint:
+        context["joint"] = enrolment.joint
+    if facts.anticoagulant != "none":
+        context["drug"] = enrolment.anticoagulant
+    if "last-dose" in facts.anchors:
+        last_dose = facts.anchors["last-dose"].astimezone(zone).date()
+        context["hold_days"] = enrolment.anticoagulant_hold_days
+        context["last_dose_day"] = format_day(last_dose)
+        context["first_skip_day"] = format_day(last_dose + timedelta(days=1))
+    if "restart" in facts.anchors:
+        context["restart_day"] = format_day(facts.anchors["restart"].astimezone(zone).date())
+        context["restart_same_day"] = enrolment.anticoagulant_restart_days == 0
+    if "food-stop" in facts.anchors and facts.protocol.fasting is not None:
+        food = facts.anchors["food-stop"].astimezone(zone)
+        liquids = facts.anchors["liquids-stop"].astimezone(zone)
+        context.update(
+            no_food_when=format_moment(food, zone),
+            no_liquids_when=format_moment(liquids, zone),
+            no_food_after=format_clock(food.time()),
+            no_food_day=format_day(food.date()),
+            no_liquids_after=format_clock(liquids.time()),
+            no_liquids_day=format_day(liquids.date()),
+            food_hours=facts.protocol.fasting.food_hours,
+            liquids_hours=facts.protocol.fasting.liquids_hours,
+        )
+    return context
+
+
+class Renderer:
+    def __init__(self, templates_dir: Path, unit: Unit) -> None:
+        self.templates_dir = templates_dir
+        self.unit = unit
+        self.env = SandboxedEnvironment(
+            loader=FileSystemLoader(templates_dir),
+            undefined=StrictUndefined,
+            autoescape=lambda name: name is not None and name.endswith(".html"),
+            trim_blocks=True,
+            lstrip_blocks=True,
+            # The sources are read once (`_source`), so the compiled templates must not be
+            # reloaded behind them either; checking every file's mtime on every message cost
+            # a system call per part, a million times in a CSV import.
+            auto_reload=False,
+        )
+        self._sources: dict[str, str | None] = {}
+        self._variables: dict[str, frozenset[str]] = {}
+        self._versions: dict[tuple[str, str, str], str] = {}
+        self._file_variables: dict[str, frozenset[str]] = {}
+        self._unit_only: dict[str, str] = {}
+
+    # --- finding templates -------------------------------------------------------------------
+
+    def template_names(self, language: str = DEFAULT_LANGUAGE) -> list[str]:
+        root = self.templates_dir / language
+        if not root.is_dir():
+            return []
+        return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))
+
+    def languages(self) -> list[str]:
+        return sorted(p.name for p in self.templates_dir.iterdir() if p.is_dir())
+
+    @staticmethod
+    def fallbacks(language: str) -> list[str]:
+        chain = [language]
+        base = language.split("-")[0]
+        if base != language:
+            chain.append(base)
+        if DEFAULT_LANGUAGE not in chain:
+            chain.append(DEFAULT_LANGUAGE)
+        return chain
+
+    def _source(self, path: str) -> str | None:
+        if path not in self._sources:
+            file = self.templates_dir / path
+            self._sources[path] = file.read_text(encoding="utf-8") if file.is_file() else None
+        return self._sources[path]
+
+    def resolve(self, template: str, channel: str, language: str) -> str:
+        """The language whose templates will be used: the first in the fallback chain that has
+        every part this channel needs."""
+        for candidate in self.fallbacks(language):
+            parts = [f"{candidate}/{template}/{part}" for part in PARTS[channel]]
+            if all(self._source(p) is not None for p in parts):
+                return candidate
+        raise RenderError(
+            f"template '{template}': no {channel} files ({', '.join(PARTS[channel])}) in "
+            f"{', '.join(self.fallbacks(language))}"
+        )
+
+    def _paths(self, template: str, channel: str, language: str) -> list[str]:
+        """Every file that goes into this message, the files they include too."""
+        paths = [f"{language}/{template}/{part}" for part in PARTS[channel]]
+        if channel == "email":
+            shared = self.resolve_shared(language)
+            paths += [f"{shared}/_footer.txt", f"{shared}/_layout.html"]
+        return self._with_includes(paths)
+
+    def _with_includes(self, paths: list[str]) -> list[str]:
+        found = list(dict.fromkeys(paths))
+        for path in found:  # grows as includes are found
+            source = self._source(path)
+            if source is None:
+                continue
+            for included in meta.find_referenced_templates(self.env.parse(source)):
+                if included is not None and included not in found:
+                    found.append(included)
+        return found
+
+    def resolve_shared(self, language: str) -> str:
+        for candidate in self.fallbacks(language):
+            shared = (f"{candidate}/_footer.txt", f"{candidate}/_layout.html")
+            if all(self._source(path) is not None for path in shared):
+                return candidate
+        raise RenderError(f"no email _footer.txt and _layout.html in {self.templates_dir}")
+
+    def version(self, template: str, channel: str, language: str) -> str:
+        """A short hash of every file that produces this message: it changes when any does."""
+        key = (template, channel, language)
+        if key not in self._versions:
+            # Kept, as the sources are: finding the includes parses every file, which would
+            # otherwise cost more than rendering the message itself (a CSV import renders a
+            # million).
+            digest = hashlib.sha256()
+            for path in self._paths(template, channel, language):
+                digest.update(path.encode())
+                digest.update((self._source(path) or "").encode())
+            self._versions[key] = digest.hexdigest()[:12]
+        return self._versions[key]
+
+    # --- rendering ---------------------------------------------------------------------------
+
+    def _render(self, path: str, context: dict[str, Any]) -> str:
+        try:
+            return self.env.get_template(path).render(context).strip()
+        except TemplateNotFound:
+            raise RenderError(f"{path}: template file not found") from None
+        except Exception as exc:  # a template error of any kind is a configuration error
+            raise RenderError(f"{path}: {type(exc).__name__}: {exc}") from None
+
+    def _render_unit_only(self, path: str, context: dict[str, Any]) -> str:
+        """A file that shows only the unit's details (the email footer) reads the same for
+        every patient, so it is rendered once: a CSV import writes hundreds of thousands."""
+        if context.get("unit") is not self.unit or self._path_variables(path) - {"unit"}:
+            return self._render(path, context)
+        if path not in self._unit_only:
+            self._unit_only[path] = self._render(path, context)
+        return self._unit_only[path]
+
+    def _path_variables(self, path: str) -> frozenset[str]:
+        """The context values a file refers to, those of the files it includes too."""
+        if path not in self._file_variables:
+            used: set[str] = set()
+            for part in self._with_includes([path]):
+                used |= meta.find_undeclared_variables(self.env.parse(self._source(part) or ""))
+            self._file_variables[path] = frozenset(used)
+        return self._file_variables[path]
+
+    def render(self, reminder: PlannedReminder, facts: Facts) -> Message:
+        context = template_context(facts, reminder.send_at, self.unit)
+        return self.render_with(reminder.template, reminder.channel, facts, context)
+
+    def render_with(
+        self, template: str, channel: str, facts: Facts, context: dict[str, Any]
+    ) -> Message:
+        language = self.resolve(template, channel, facts.enrolment.language)
+        version = self.version(template, channel, language)
+        if channel == "sms":
+            text = sms.to_gsm7(self._render(f"{language}/{template}/{SMS_PART}", context))
+            count = sms.segments(text)
+            if count > sms.MAX_SEGMENTS:
+                raise RenderError(
+                    f"{language}/{template}/{SMS_PART}: the text takes {count} SMS segments "
+                    f"({sms.septets(text)} characters); the limit is {sms.MAX_SEGMENTS}. "
+                    "Shorten it."
+                )
+            return Message("sms", text, None, None, version, language, count)
+        subject = " ".join(self._render(f"{language}/{template}/subject.txt", context).split())
+        shared = self.resolve_shared(language)
+        text = self._render(f"{language}/{template}/email.txt", context)
+        footer = self._render_unit_only(f"{shared}/_footer.txt", context)
+        fragment = self._render(f"{language}/{template}/email.html", context)
+        html = self._render(
+            f"{shared}/_layout.html", {**context, "subject": subject, "content": Markup(fragment)}
+        )
+        return Message("email", f"{text}\n\n{footer}", subject, html, version, language, None)
+
+    def fingerprint(self, template: str, channel: str, facts: Facts, send_at: datetime) -> str:
+        """The instruction a message gives, as the values its templates show (the send day and
+        opening hours aside). Two messages with the same fingerprint tell the patient the same."""
+        return self.fingerprint_with(
+            template, channel, facts, template_context(facts, send_at, self.unit)
+        )
+
+    def fingerprint_with(
+        self, template: str, channel: str, facts: Facts, context: dict[str, Any]
+    ) -> str:
+        language = self.resolve(template, channel, facts.enrolment.language)
+        used = self.variables(template, channel, language) - _VOLATILE
+        shown = {k: context[k] for k in sorted(used) if k in context}
+        return json.dumps({"template": template, **shown}, sort_keys=True, default=str)
+
+    def variables(self, template: str, channel: str, language: str) -> frozenset[str]:
+        """The context values this template's files for `channel` refer to."""
+        key = f"{language}/{template}/{channel}"
+        if key not in self._variables:
+            parts = [f"{language}/{template}/{part}" for part in PARTS[channel]]
+            self._variables[key] = frozenset().union(*map(self._path_variables, parts))
+        return self._variables[key]

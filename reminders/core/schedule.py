@@ -1,0 +1,384 @@
+"""Pure: (protocol, enrolment, now) -> the reminders to send, in UTC, and warnings for staff.
+
+The steps for each rule: does it apply (its `when` and its anchors); its planned send time, deadline
+and expiry in the patient's zone; the sending window; then whether it is already too late. Nothing
+here reads a clock, a file or a database, so every decision can be tested directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from reminders.core.clock import (
+    SendingWindow,
+    format_day,
+    format_moment,
+    in_window,
+    localize,
+    next_opening,
+    previous_closing,
+)
+from reminders.core.enrolment import Enrolment
+from reminders.core.protocols import Moment, Protocol, Rule
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the rules and templates know about one enrolment, worked out once."""
+
+    protocol: Protocol
+    enrolment: Enrolment
+    zone: ZoneInfo
+    starts_at: datetime
+    anchors: dict[str, datetime]
+    sedation: bool
+    anticoagulant: str  # none, unplanned, hold or continue
+
+    @property
+    def conditions(self) -> dict[str, object]:
+        return {
+            "sedation": self.sedation,
+            "anticoagulant": self.anticoagulant,
+            "arrival": self.enrolment.arrival is not None,
+            "joint": self.enrolment.joint or "none",
+        }
+
+    def resolve(self, moment: Moment) -> datetime | None:
+        """The instant `moment` names, in UTC; None when its anchor does not apply."""
+        anchor = self.anchors.get(moment.anchor)
+        if anchor is None:
+            return None
+        if not moment.offset.is_calendar:
+            # In UTC: arithmetic on a zoned datetime moves the wall clock, not elapsed time.
+            return anchor.astimezone(UTC) + moment.offset.elapsed
+        local = anchor.astimezone(self.zone)
+        day = local.date() + timedelta(days=moment.offset.days)
+        if moment.at is not None:
+            return localize(day, moment.at, self.zone).astimezone(UTC)
+        # The anchor's own wall time: keep which of a repeated hour's two it was.
+        return localize(day, local.time(), self.zone, fold=local.fold).astimezone(UTC)
+
+
+def anticoagulant_status(enrolment: Enrolment) -> str:
+    if not enrolment.anticoagulant:
+        return "none"
+    if enrolment.anticoagulant_hold_days is None:
+        return "unplanned"
+    return "hold" if enrolment.anticoagulant_hold_days > 0 else "continue"
+
+
+def facts_for(protocol: Protocol, enrolment: Enrolment, booked_at: datetime) -> Facts:
+    zone = enrolment.timezone
+    starts_at = localize(enrolment.date, enrolment.time, zone)
+    arrival = localize(enrolment.date, enrolment.arrival, zone) if enrolment.arrival else starts_at
+    sedation = protocol.sedation_default if enrolment.sedation is None else enrolment.sedation
+    status = anticoagulant_status(enrolment)
+    anchors = {"procedure": starts_at, "arrival": arrival, "booking": booked_at.astimezone(zone)}
+    if status == "hold":
+        hold = enrolment.anticoagulant_hold_days or 0
+        # "Hold N days" means N whole days without a dose before the procedure day, so the last
+        # dose is on day -(N+1): a 5-day warfarin hold for a Thursday ends with Friday's dose.
+        last_dose = enrolment.date - timedelta(days=hold + 1)
+        anchors["last-dose"] = localize(last_dose, time(0), zone)
+        if enrolment.anticoagulant_restart_days is not None:
+            restart = enrolment.date + timedelta(days=enrolment.anticoagulant_restart_days)
+            anchors["restart"] = localize(restart, time(0), zone)
+    if sedation and protocol.fasting is not None:
+        # Elapsed hours, counted back from arrival: that is when the patient must be fasted.
+        arrival_utc = arrival.astimezone(UTC)
+        anchors["food-stop"] = arrival_utc - timedelta(hours=protocol.fasting.food_hours)
+        anchors["liquids-stop"] = arrival_utc - timedelta(hours=protocol.fasting.liquids_hours)
+    return Facts(protocol, enrolment, zone, starts_at, anchors, sedation, status)
+
+
+@dataclass(frozen=True)
+class PlannedReminder:
+    rule: str
+    channel: str
+    send_at: datetime  # UTC
+    deadline: datetime  # must reach the patient by
+    expires: datetime  # worthless after
+    template: str
+    safety_critical: bool
+    is_correction: bool = False
+
+    @classmethod
+    def of(
+        cls, rule: Rule, channel: str, at: datetime, timing: Timing, *, correction: bool = False
+    ) -> PlannedReminder:
+        return cls(
+            rule=rule.id,
+            channel=channel,
+            send_at=at,
+            deadline=timing.deadline,
+            expires=timing.expires,
+            template=(rule.correction or rule.template) if correction else rule.template,
+            safety_critical=rule.safety_critical,
+            is_correction=correction,
+        )
+
+
+@dataclass
+class Schedule:
+    facts: Facts
+    reminders: list[PlannedReminder] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def matches(rule: Rule, conditions: dict[str, object]) -> bool:
+    for fact, wanted in rule.when.items():
+        allowed = wanted if isinstance(wanted, list) else [wanted]
+        if conditions.get(fact) not in allowed:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class Timing:
+    send_at: datetime
+    deadline: datetime
+    expires: datetime
+
+
+def timing_for(rule: Rule, facts: Facts) -> Timing | None:
+    planned = facts.resolve(rule.send)
+    if planned is None:
+        return None
+    expires = facts.resolve(rule.expires) if rule.expires else None
+    if expires is None:
+        expires = facts.starts_at
+        if rule.phase == "after":
+            expires = planned.astimezone(UTC) + timedelta(days=1)
+    if rule.phase == "before":
+        expires = min(expires, facts.starts_at)
+    deadline = facts.resolve(rule.deadline) if rule.deadline else None
+    deadline = expires if deadline is None else min(deadline, expires)
+    return Timing(planned.astimezone(UTC), deadline.astimezone(UTC), expires.astimezone(UTC))
+
+
+def _fit_window(
+    at: datetime, rule: Rule, timing: Timing, window: SendingWindow, zone: ZoneInfo
+) -> datetime | None:
+    """Move `at` into the sending window by the rule's policy; None when the policy drops it."""
+    if rule.quiet_hours == "send" or in_window(at, window, zone):
+        return at
+    if rule.quiet_hours == "drop":
+        return None
+    later = next_opening(at, window, zone)
+    if rule.quiet_hours == "later" and later <= timing.deadline:
+        return later
+    # Earlier rather than past the deadline: a fasting message at 8pm beats one at 8am that
+    # arrives after the patient should have stopped eating.
+    return previous_closing(at, window, zone)
+
+
+def _place(
+    rule: Rule, timing: Timing, facts: Facts, now: datetime, window: SendingWindow
+) -> tuple[datetime | None, str | None]:
+    """The final send time, or None with the reason staff should hear (None when silent)."""
+    zone = facts.zone
+    if rule.phase == "after" and timing.send_at < facts.starts_at:
+        # After-care planned for before the procedure (a restart "this evening" at 6pm for a
+        # 6:30pm procedure) goes once the procedure has started instead.
+        timing = Timing(facts.starts_at, max(timing.deadline, facts.starts_at), timing.expires)
+    at = _fit_window(timing.send_at, rule, timing, window, zone)
+    if at is not None and rule.phase == "after" and at < facts.starts_at:
+        # Moved earlier into the window, but after-care cannot go before the procedure.
+        at = next_opening(timing.send_at, window, zone)
+        if at >= timing.expires:
+            return None, f"{rule.title}: not scheduled, as no time in the sending window fits."
+    if at is None:
+        return None, None
+    if at >= now and at < timing.expires:
+        return at, None
+    too_late = (
+        f"{rule.title}: too late to send; it had to reach the patient by "
+        f"{format_moment(timing.deadline, zone)}. Not sent: please contact the patient."
+    )
+    if rule.late == "skip":
+        return None, None
+    if rule.late == "warn":
+        return None, too_late
+    soonest = now if rule.quiet_hours == "send" else next_opening(now, window, zone)
+    if soonest >= timing.expires:
+        return None, too_late
+    if soonest > timing.deadline and rule.safety_critical:
+        return soonest, (
+            f"{rule.title}: will reach the patient only at {format_moment(soonest, zone)}, after "
+            f"{format_moment(timing.deadline, zone)} when it was needed. Please phone the patient."
+        )
+    return soonest, None
+
+
+def compute_schedule(
+    protocol: Protocol,
+    enrolment: Enrolment,
+    now: datetime,
+    window: SendingWindow,
+    *,
+    delivered: Collection[tuple[str, str]] = (),
+    corrected: Collection[tuple[str, str]] = (),
+) -> Schedule:
+    """Every reminder still to send for `enrolment`, as of `now`.
+
+    On a reschedule, `delivered` holds the (rule, channel) pairs the patient already has and
+    that still read the same: they are not planned again, and count as scheduled for other
+    rules' `requires`. `corrected` holds those already sent that now read differently and get
+    a correction at once: they are planned again only where their own time is still to come
+    (the fasting message the evening before the new date), never late.
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be an aware datetime")
+    now = now.astimezone(UTC)
+    facts = facts_for(protocol, enrolment, enrolment.enrolled_at or now)
+    schedule = Schedule(facts)
+    conditions = facts.conditions
+    already_told = {rule for rule, _ in (*delivered, *corrected)}
+    known = {rule.id for rule in protocol.rules}
+    # Once the patient holds a stop instruction, a moved date is a correction's business.
+    told_to_stop = any(
+        protocol.rule(r).when.get("anticoagulant") == "hold" for r in already_told & known
+    )
+    plan_warnings = [] if told_to_stop else list(_plan_warnings(facts, now))
+    placed: dict[str, list[PlannedReminder]] = {}
+    for rule in protocol.rules:
+        if not matches(rule, conditions):
+            continue
+        timing = timing_for(rule, facts)
+        if timing is None:
+            continue
+        channels = [c for c in rule.channels if c in enrolment.channels]
+        if any((rule.id, c) in delivered for c in channels):
+            placed.setdefault(rule.id, [])
+        for late_ok, wanted in (
+            (True, [c for c in channels if (rule.id, c) not in (*delivered, *corrected)]),
+            (False, [c for c in channels if (rule.id, c) in corrected]),
+        ):
+            if not wanted:
+                continue
+            as_planned = rule if late_ok else rule.model_copy(update={"late": "skip"})
+            at, warning = _place(as_planned, timing, facts, now, window)
+            # A hold plan that is too late gets one plain warning below, not one per message.
+            held = plan_warnings and rule.when.get("anticoagulant") == "hold"
+            if warning and not held and warning not in schedule.warnings:
+                schedule.warnings.append(warning)
+            if at is None:
+                continue
+            placed.setdefault(rule.id, []).extend(
+                PlannedReminder.of(rule, channel, at, timing) for channel in wanted
+            )
+    schedule.warnings.extend(plan_warnings)
+    shown = facts.starts_at.astimezone(facts.zone)
+    if (shown.date(), shown.time()) != (enrolment.date, enrolment.time):
+        schedule.warnings.append(
+            f"The procedure time {enrolment.time:%H:%M} does not exist on "
+            f"{format_day(enrolment.date)} in {facts.zone.key}, as the clocks go forward; "
+            f"reminders take it as {format_moment(facts.starts_at, facts.zone)}. "
+            "Please check the time."
+        )
+    for rule in protocol.rules:
+        if rule.id in placed and all(r in placed for r in rule.requires):
+            schedule.reminders.extend(placed[rule.id])
+    order = {rule.id: index for index, rule in enumerate(protocol.rules)}
+    schedule.reminders.sort(key=lambda r: (r.send_at, order[r.rule], r.channel))
+    return schedule
+
+
+def _plan_warnings(facts: Facts, now: datetime) -> Iterable[str]:
+    """The blood-thinner plan as a whole, in one sentence staff can act on."""
+    last_dose = facts.anchors.get("last-dose")
+    if last_dose is None:
+        return
+    first_skip = (last_dose + timedelta(days=1)).astimezone(facts.zone).date()
+    enrolment = facts.enrolment
+    if now >= localize(first_skip, time(0), facts.zone):
+        yield (
+            f"The blood-thinner plan ({enrolment.anticoagulant}, stop "
+            f"{enrolment.anticoagulant_hold_days} days before) can no longer be honoured: the "
+            f"first day without it was {format_day(first_skip)}. No stop message will be sent; "
+            "please contact the patient and the clinician."
+        )
+
+
+@dataclass
+class SentReview:
+    """What a reschedule means for the messages the patient already has."""
+
+    unchanged: list[tuple[str, str]] = field(default_factory=list)  # still true: leave alone
+    corrected: list[tuple[str, str]] = field(default_factory=list)  # changed: correct now
+    withdrawn: list[tuple[str, str]] = field(default_factory=list)  # no longer applies at all
+
+
+def review_sent(
+    protocol: Protocol,
+    facts: Facts,
+    sent: Mapping[tuple[str, str], str | None],
+    fingerprint: Callable[[Rule, str], str],
+) -> SentReview:
+    """Sort the (rule, channel) pairs already sent, each with the fingerprint of what it said,
+    against what the rule would say now (`fingerprint(rule, channel)`). A changed message
+    without a correction template is in none of the lists: it is simply planned again."""
+    review = SentReview()
+    known = {rule.id for rule in protocol.rules}
+    for (rule_id, channel), said in sent.items():
+        if rule_id not in known:
+            continue  # the protocol no longer has this rule: nothing to compare with
+        rule = protocol.rule(rule_id)
+        if not matches(rule, facts.conditions) or timing_for(rule, facts) is None:
+            if rule.correction is not None:
+                review.withdrawn.append((rule_id, channel))
+            continue
+        if said is None or fingerprint(rule, channel) == said:
+            review.unchanged.append((rule_id, channel))
+        elif rule.correction is not None:
+            review.corrected.append((rule_id, channel))
+    return review
+
+
+def plan_corrections(
+    protocol: Protocol,
+    facts: Facts,
+    changed: Iterable[tuple[str, str]],
+    now: datetime,
+    window: SendingWindow,
+) -> Schedule:
+    """Corrections for (rule, channel) pairs whose already-sent instruction now reads differently
+    or no longer applies.
+
+    A correction goes as soon as the window allows and is worth sending until the corrected
+    rule's new expiry; staff are told either way, as the patient may act on the old message. An
+    instruction that no longer applies at all (a hold plan withdrawn) has nothing to correct it
+    with, so staff are asked to phone.
+    """
+    now = now.astimezone(UTC)
+    schedule = Schedule(facts)
+    sent: set[tuple[str, str]] = set()
+    for rule_id, channel in changed:
+        rule = protocol.rule(rule_id)
+        timing = timing_for(rule, facts) if matches(rule, facts.conditions) else None
+        if timing is None:
+            withdrawn = (
+                f"{rule.title}: the patient already has this instruction, but it no longer "
+                "applies. Please contact the patient to tell them."
+            )
+            if withdrawn not in schedule.warnings:
+                schedule.warnings.append(withdrawn)
+            continue
+        if rule.correction is None or (rule.correction, channel) in sent:
+            continue  # rules that share a correction template send it once
+        sent.add((rule.correction, channel))
+        at = next_opening(now, window, facts.zone)
+        message = f"{rule.title}: the patient already has the old instruction; "
+        if at < timing.expires:
+            schedule.reminders.append(
+                PlannedReminder.of(rule, channel, at, timing, correction=True)
+            )
+            message += "a correction is being sent. Please check they have seen it."
+        else:
+            message += "it is too late to send a correction. Please contact the patient."
+        if message not in schedule.warnings:
+            schedule.warnings.append(message)
+    return schedule

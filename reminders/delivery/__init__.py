@@ -1,0 +1,1 @@
+"""Delivery: a reminder's life from claim to receipt, the sweeper, and the transports."""

@@ -1,0 +1,135 @@
+"""Celery tasks: a few lines each, ids in, a delivery call out (STYLE.md, lesson 2).
+
+Task names and queue names are part of the deployment (queued messages and running beats refer
+to them) and never change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from celery import shared_task
+from celery.signals import worker_process_init
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from reminders.config import Config
+from reminders.delivery import core as delivery
+from reminders.services import retention
+from reminders.settings import Settings
+from reminders.store.db import make_engine, make_sessionmaker, session_scope
+from reminders.store.models import utcnow as now
+
+
+class Queues:
+    """Every queue, named once; `worker.py` consumes all of them (a test checks)."""
+
+    DISPATCH = "reminders.dispatch"  # the periodic dispatcher and sweeper: small and frequent
+    SEND = "reminders.send"  # batches of reminder ids to send now
+
+
+SEND_BATCH = 25  # ids per send task: one claim and one commit per batch, sends in parallel
+SEND_THREADS = 16  # provider calls in flight per worker process; they mostly wait on the network
+
+
+@dataclass
+class Runtime:
+    """What a worker process needs, built lazily in that process: engines and HTTP sessions
+    must not be shared across the fork that creates Celery's worker processes."""
+
+    settings: Settings = field(default_factory=Settings.from_env)
+
+    @cached_property
+    def config(self) -> Config:
+        return Config.load(self.settings)
+
+    @cached_property
+    def engine(self) -> Engine:
+        return make_engine(self.settings.database_url)
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        return make_sessionmaker(self.engine)
+
+    @cached_property
+    def transports(self) -> delivery.Transports:
+        return delivery.Transports.from_settings(self.settings)
+
+    @cached_property
+    def pool(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="send")
+
+
+_runtime: Runtime | None = None
+
+
+def runtime() -> Runtime:
+    global _runtime
+    if _runtime is None:
+        _runtime = Runtime()
+    return _runtime
+
+
+@worker_process_init.connect
+def _fresh_runtime(**_: Any) -> None:
+    global _runtime
+    _runtime = None
+
+
+def publish_send(ids: Sequence[int]) -> None:
+    """Queue `ids` for sending, in batches.
+
+    Published to the anonymous exchange, straight onto the queue's list: kombu routes a named
+    exchange through a binding set in Redis, and if Redis loses its data that set is gone and
+    publishes are dropped silently until something declares the queue again
+    (celery/celery#10566). Rows whose task is lost anyway are put back by the sweeper.
+    """
+    for start in range(0, len(ids), SEND_BATCH):
+        send_reminders.apply_async(
+            args=[list(ids[start : start + SEND_BATCH])],
+            queue=Queues.SEND,
+            exchange="",
+            routing_key=Queues.SEND,
+        )
+
+
+@shared_task(name="reminders.dispatch_due", ignore_result=True, bind=True)
+def dispatch_due(self: Any) -> int:
+    """Claim what is due and queue it; runs every second from beat."""
+    rt = runtime()
+
+    def backlog() -> int:
+        with self.app.connection_for_read() as connection:
+            depth = connection.default_channel.client.llen(Queues.SEND)
+        return int(depth) * SEND_BATCH
+
+    return delivery.dispatch(rt.sessions, publish_send, clock=now, backlog=backlog)
+
+
+@shared_task(name="reminders.send_reminders", ignore_result=True, acks_late=True)
+def send_reminders(ids: list[int]) -> dict[str, int]:
+    rt = runtime()
+    return delivery.send_reminders(
+        rt.sessions, rt.config, rt.transports, ids, clock=now, pool=rt.pool
+    )
+
+
+@shared_task(name="reminders.sweep", ignore_result=True)
+def sweep() -> dict[str, int]:
+    rt = runtime()
+    return delivery.sweep(rt.sessions, rt.config, rt.transports, clock=now)
+
+
+@shared_task(name="reminders.purge", ignore_result=True)
+def purge() -> dict[str, int]:
+    """Daily: remove patient data whose retention period is over."""
+    rt = runtime()
+    with session_scope(rt.sessions) as session:
+        purged = retention.purge(
+            session, now=now(), retention_days=rt.settings.retention_days, actor="retention"
+        )
+    return {"enrolments": purged.enrolments, "reminders": purged.reminders}

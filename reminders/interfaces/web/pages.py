@@ -1,0 +1,293 @@
+"""The staff pages: upcoming procedures, search, enrol with a preview, the patient page with
+reschedule, correct and cancel, the needs-attention list and the audit log.
+
+Handlers read the form, call a service or a list query, and render; every rule lives in the
+enrolments. Every route here needs a login (StaffUser, StaffForm or AdminUser); a form post also
+needs its CSRF token (StaffForm).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date, datetime, time, timedelta
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.datastructures import FormData
+
+from reminders.config import Config
+from reminders.core.clock import localize
+from reminders.core.enrolment import FIELDS, InvalidEnrolment, parse_clock, parse_date, parse_fields
+from reminders.interfaces.web.auth import AdminUser, StaffForm, StaffUser
+from reminders.interfaces.web.deps import AppConfig, DbSession, Now
+from reminders.interfaces.web.rendering import flash, page
+from reminders.services import attention, enrolments, wording
+from reminders.services.preview import preview
+from reminders.store import models, queries
+
+router = APIRouter(include_in_schema=False)
+UPCOMING_DAYS = 7
+
+
+class NotFound(Exception):
+    pass
+
+
+Row = TypeVar("Row", bound=models.Base)
+
+
+def found(session: Session, model: type[Row], row_id: int) -> Row:
+    """The row a page is about, or the "Not found" page."""
+    row = session.get(model, row_id)
+    if row is None:
+        raise NotFound
+    return row
+
+
+@router.get("/", response_class=HTMLResponse)
+def upcoming(
+    request: Request, user: StaffUser, session: DbSession, config: AppConfig, now: Now,
+    start: str = "",
+) -> Response:  # fmt: skip
+    zone = config.settings.timezone
+    try:
+        first = parse_date(start) if start else now.astimezone(zone).date()
+    except ValueError:  # an edited address: show this week rather than an error
+        first = now.astimezone(zone).date()
+    rows = queries.upcoming(
+        session,
+        localize(first, time(0), zone),
+        localize(first + timedelta(days=UPCOMING_DAYS), time(0), zone),
+    )
+    days: dict[date, list[models.Enrolment]] = defaultdict(list)
+    for row in rows:
+        days[row.local_date].append(row)
+    week = timedelta(days=UPCOMING_DAYS)
+    return page(
+        request, "upcoming.html", days=sorted(days.items()), first=first,
+        previous=first - week, following=first + week, waiting=queries.waiting_count(session),
+    )  # fmt: skip
+
+
+@router.get("/search", response_class=HTMLResponse)
+def search(request: Request, user: StaffUser, session: DbSession, q: str = "") -> Response:
+    results = queries.search(session, q)
+    if len(results) == 1 and q.strip().lower() == results[0].booking_ref.lower():
+        return RedirectResponse(f"/enrolments/{results[0].id}", status_code=303)
+    return page(request, "search.html", query=q, results=results, limit=queries.SEARCH_LIMIT)
+
+
+# Enrolling ---------------------------------------------------------------------------------
+
+
+def _fields(form: FormData) -> dict[str, str]:
+    return {k: str(form.get(k) or "").strip() for k in FIELDS if str(form.get(k) or "").strip()}
+
+
+def _problems(error: InvalidEnrolment) -> dict[str, str]:
+    """Each problem against the field it is about, so the form shows it beside that field;
+    a problem about no one field ("phone or email: ...") goes under "" for the summary."""
+    by_field: dict[str, list[str]] = defaultdict(list)
+    for problem in error.problems:
+        name, sep, text = problem.partition(": ")
+        if sep and name in FIELDS:
+            by_field[name].append(text)
+        else:
+            by_field[""].append(problem)
+    return {name: "; ".join(texts) for name, texts in by_field.items()}
+
+
+def _enrol_page(
+    request: Request, config: Config, *, values: dict[str, str], errors: dict[str, str] | None =
+    None, result: Any = None, existing: models.Enrolment | None = None, status_code: int = 200,
+) -> Response:  # fmt: skip
+    return page(
+        request, "enrol.html", values=values, errors=errors or {}, preview=result,
+        existing=existing, protocols=sorted(config.protocols.values(), key=lambda p: p.name),
+        default_timezone=config.settings.timezone.key, status_code=status_code,
+    )  # fmt: skip
+
+
+@router.get("/enrol", response_class=HTMLResponse)
+def enrol_form(
+    request: Request, user: StaffUser, session: DbSession, config: AppConfig,
+    enrolment: int | None = None,
+) -> Response:  # fmt: skip
+    """The empty form, or, with `?enrolment=ID`, that enrolment's fields to correct."""
+    values: dict[str, str] = {}
+    existing = None
+    if enrolment is not None:
+        existing = found(session, models.Enrolment, enrolment)
+        values = enrolments.as_enrolment(existing).as_fields()
+    return _enrol_page(request, config, values=values, existing=existing)
+
+
+def _preview_or_errors(
+    session: DbSession, config: Config, values: dict[str, str], now: datetime
+) -> tuple[Any, dict[str, str], models.Enrolment | None]:
+    try:
+        enrolment = parse_fields(
+            values, protocols=config.protocols, default_timezone=config.settings.timezone
+        )
+    except InvalidEnrolment as error:
+        return None, _problems(error), None
+    try:
+        enrolments.future_start(enrolment, now)
+    except enrolments.EnrolmentRefused as error:
+        return None, {"date": str(error).partition(": ")[2]}, None
+    existing = None
+    if enrolment.booking_ref:
+        existing = session.scalar(
+            select(models.Enrolment).where(models.Enrolment.booking_ref == enrolment.booking_ref)
+        )
+    return preview(config, enrolment, now), {}, existing
+
+
+@router.post("/enrol/preview", response_class=HTMLResponse)
+def enrol_preview(
+    request: Request, form: StaffForm, session: DbSession, config: AppConfig, now: Now
+) -> Response:
+    """The preview alone, for the form's script to show as the fields are filled in."""
+    values = _fields(form)
+    result, errors, existing = _preview_or_errors(session, config, values, now)
+    return page(
+        request, "_preview.html", preview=result, errors=errors, existing=existing, live=True
+    )
+
+
+@router.post("/enrol", response_class=HTMLResponse)
+def enrol(
+    request: Request, form: StaffForm, session: DbSession, config: AppConfig, now: Now
+) -> Response:
+    user: models.User = request.state.user
+    values = _fields(form)
+    result, errors, existing = _preview_or_errors(session, config, values, now)
+    if errors or form.get("action") != "save":
+        return _enrol_page(
+            request, config, values=values, errors=errors, result=result, existing=existing,
+            status_code=422 if errors else 200,
+        )  # fmt: skip
+    enrolment = result.schedule.facts.enrolment
+    try:
+        saved = enrolments.enrol(session, config, enrolment, now=now, actor=user.email)
+    except enrolments.EnrolmentRefused as exc:
+        return _enrol_page(
+            request, config, values=values, errors={"": str(exc)}, result=result,
+            existing=existing, status_code=422,
+        )  # fmt: skip
+    row = saved.enrolment
+    if saved.created:
+        flash(request, f"{row.patient.name} is enrolled ({row.booking_ref}).")
+    elif saved.rescheduled:
+        flash(request, f"{row.booking_ref} is moved; every pending reminder follows.")
+    else:
+        flash(request, f"{row.booking_ref} is updated.")
+    for warning in saved.warnings:
+        flash(request, warning, "warning")
+    return RedirectResponse(f"/enrolments/{row.id}", status_code=303)
+
+
+# The patient page --------------------------------------------------------------------------
+
+
+@router.get("/enrolments/{enrolment_id}", response_class=HTMLResponse)
+def enrolment_page(
+    request: Request, enrolment_id: int, user: StaffUser, session: DbSession, config: AppConfig
+) -> Response:
+    row = found(session, models.Enrolment, enrolment_id)
+    items = session.scalars(
+        select(models.AttentionItem)
+        .where(models.AttentionItem.enrolment_id == row.id)
+        .order_by(models.AttentionItem.created_at.desc())
+    ).all()
+    history = session.scalars(
+        select(models.AuditEntry)
+        .where(models.AuditEntry.enrolment_id == row.id)
+        .order_by(models.AuditEntry.id.desc())
+    ).all()
+    protocol = config.protocols.get(row.procedure)
+    return page(
+        request, "enrolment.html", row=row, items=items, history=history,
+        procedure_name=protocol.name if protocol else row.procedure,
+        words=wording.shown(config, list(row.reminders)),
+    )  # fmt: skip
+
+
+@router.post("/enrolments/{enrolment_id}/reschedule")
+def reschedule(
+    request: Request, enrolment_id: int, form: StaffForm, session: DbSession, config: AppConfig,
+    now: Now,
+) -> Response:  # fmt: skip
+    user: models.User = request.state.user
+    row = found(session, models.Enrolment, enrolment_id)
+    here = f"/enrolments/{row.id}"
+    try:
+        new_date = parse_date(str(form.get("date") or ""))
+        new_time = parse_clock(str(form.get("time") or ""))
+        result = enrolments.reschedule(
+            session, config, row, date=new_date, time=new_time, now=now, actor=user.email
+        )
+    except ValueError as exc:  # a bad date or time, or a refused reschedule
+        flash(request, f"Not moved: {exc}", "warning")
+        return RedirectResponse(here, status_code=303)
+    if result.rescheduled:
+        flash(request, "Moved; every pending reminder follows.")
+    else:
+        flash(request, "That is the time it already has; nothing changed.")
+    for warning in result.warnings:
+        flash(request, warning, "warning")
+    return RedirectResponse(here, status_code=303)
+
+
+@router.post("/enrolments/{enrolment_id}/cancel")
+def cancel(
+    request: Request, enrolment_id: int, form: StaffForm, session: DbSession, config: AppConfig,
+    now: Now,
+) -> Response:  # fmt: skip
+    user: models.User = request.state.user
+    row = found(session, models.Enrolment, enrolment_id)
+    try:
+        enrolments.cancel(session, config, row, now=now, actor=user.email)
+    except enrolments.EnrolmentClosed as exc:
+        flash(request, str(exc), "warning")
+    else:
+        flash(request, f"{row.booking_ref} is cancelled; nothing more will be sent.")
+    return RedirectResponse(f"/enrolments/{row.id}", status_code=303)
+
+
+# Needs attention and the audit log ---------------------------------------------------------
+
+
+@router.get("/attention", response_class=HTMLResponse)
+def needs_attention(
+    request: Request, user: StaffUser, session: DbSession, show: str = "all"
+) -> Response:
+    show = show if show in ("all", "calls", "done") else "all"
+    items = queries.needs_attention(session, calls_only=show == "calls", resolved=show == "done")
+    return page(request, "attention.html", items=items, show=show)
+
+
+@router.post("/attention/{item_id}/resolve")
+def resolve(
+    request: Request, item_id: int, form: StaffForm, session: DbSession, now: Now
+) -> Response:
+    user: models.User = request.state.user
+    item = found(session, models.AttentionItem, item_id)
+    try:
+        attention.resolve(session, item, now=now, actor=user.email)
+    except attention.AlreadyResolved as exc:
+        flash(request, str(exc), "warning")
+    back = str(form.get("back") or "/attention")
+    return RedirectResponse(back if back.startswith("/") and not back.startswith("//")
+                            else "/attention", status_code=303)  # fmt: skip
+
+
+@router.get("/audit", response_class=HTMLResponse)
+def audit(
+    request: Request, user: AdminUser, session: DbSession, before: int | None = None
+) -> Response:
+    entries = queries.audit_log(session, before=before)
+    return page(request, "audit.html", entries=entries)

@@ -1,0 +1,276 @@
+"""Staff accounts and API tokens: creating them, and checking a password or a token.
+
+Passwords are hashed with argon2id (`argon2-cffi`'s defaults, which follow RFC 9106's
+recommendations) and re-hashed on login when those defaults change. API tokens are random and
+shown once; only their SHA-256 is stored, which is enough because a token, unlike a password,
+has 256 bits of entropy and cannot be guessed from a dictionary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cache
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from reminders.core.enrolment import parse_email
+from reminders.store import models
+
+MIN_PASSWORD_LENGTH = 12
+# Failed logins allowed in a row before each further attempt must wait, and the longest wait.
+FREE_ATTEMPTS = 5
+MAX_WAIT = timedelta(minutes=15)
+
+_hasher = PasswordHasher()
+
+
+@cache
+def _dummy_hash() -> str:
+    """Verified against when the email is unknown, so that a wrong address takes as long to
+    refuse as a wrong password and does not tell an attacker which addresses have accounts."""
+    return _hasher.hash(secrets.token_urlsafe(16))
+
+
+class AccountError(ValueError):
+    """The account or token cannot be created as asked; the message says what to fix."""
+
+
+class TooManyAttempts(Exception):
+    def __init__(self, wait: timedelta) -> None:
+        self.seconds = max(1, int(wait.total_seconds() + 0.999))
+        super().__init__(
+            f"Too many failed attempts. Try again in {self.seconds} seconds, "
+            "or ask an administrator to reset your password."
+        )
+
+
+def normalise_email(value: str) -> str:
+    return parse_email(value).lower()
+
+
+def hash_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"password: use at least {MIN_PASSWORD_LENGTH} characters")
+    return _hasher.hash(password)
+
+
+def add_user(
+    session: Session, *, email: str, password: str, role: str, now: datetime, actor: str
+) -> models.User:
+    if role not in models.ROLES:
+        raise AccountError(f"role: {role!r} is not one of {', '.join(models.ROLES)}")
+    try:
+        address = normalise_email(email)
+    except ValueError as exc:
+        raise AccountError(f"email: {exc}") from None
+    if session.scalar(select(models.User).where(models.User.email == address)) is not None:
+        raise AccountError(f"email: {address} already has an account")
+    user = models.User(email=address, password_hash=hash_password(password), role=role)
+    user.created_at = now
+    session.add(user)
+    session.flush()
+    _audit(session, now, actor, "user-add", user, role=role)
+    return user
+
+
+def find_user(session: Session, email: str) -> models.User | None:
+    return session.scalar(
+        select(models.User).where(func.lower(models.User.email) == email.strip().lower())
+    )
+
+
+def _existing(session: Session, email: str) -> models.User:
+    user = find_user(session, email)
+    if user is None:
+        raise AccountError(f"email: {email.strip()} has no account")
+    return user
+
+
+def _audit(
+    session: Session, now: datetime, actor: str, action: str, user: models.User, **detail: str
+) -> None:
+    """Whose account an administrator changed (staff addresses, not patient data)."""
+    shown = json.dumps({"email": user.email, **detail}, sort_keys=True)
+    session.add(models.AuditEntry(at=now, actor=actor, action=action, detail=shown))
+
+
+def reset_password(
+    session: Session, *, email: str, password: str, now: datetime, actor: str
+) -> models.User:
+    """A new password, which also lifts a login slowdown and ends every session."""
+    user = _existing(session, email)
+    user.password_hash = hash_password(password)
+    user.failed_logins = 0
+    user.last_failed_at = None
+    user.sessions_valid_after = now
+    _audit(session, now, actor, "password-reset", user)
+    return user
+
+
+def change_password(
+    session: Session, user: models.User, *, current: str, new: str, now: datetime
+) -> None:
+    """A member of staff's own change: the current password first. Ends every other session
+    (the caller starts this one afresh)."""
+    if not _verify(user.password_hash, current):
+        raise AccountError("current password: that is not your current password")
+    if new == current:
+        raise AccountError("new password: choose one different from the current password")
+    user.password_hash = hash_password(new)
+    user.sessions_valid_after = now
+    _audit(session, now, user.email, "password-change", user)
+
+
+def new_password() -> str:
+    """A password for an administrator to hand over: 16 characters from an alphabet without
+    look-alikes (0/O, 1/l/I), in groups of four, about 90 bits."""
+    return "-".join("".join(secrets.choice(_READABLE) for _ in range(4)) for _ in range(4))
+
+
+_READABLE = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+
+
+def set_disabled(
+    session: Session, *, email: str, disabled: bool, now: datetime, actor: str
+) -> models.User:
+    """Switch an account off (someone who has left: no login, every session ended) or back on
+    with the same password."""
+    user = _existing(session, email)
+    if disabled and user.disabled_at is None:
+        _keep_an_admin(session, user)
+        user.disabled_at = now
+        user.sessions_valid_after = now
+        _audit(session, now, actor, "user-disable", user)
+    elif not disabled and user.disabled_at is not None:
+        user.disabled_at = None
+        _audit(session, now, actor, "user-enable", user)
+    return user
+
+
+def set_role(session: Session, *, email: str, role: str, now: datetime, actor: str) -> models.User:
+    if role not in models.ROLES:
+        raise AccountError(f"role: {role!r} is not one of {', '.join(models.ROLES)}")
+    user = _existing(session, email)
+    if user.role == role:
+        return user
+    _keep_an_admin(session, user)
+    user.role = role
+    _audit(session, now, actor, "user-role", user, role=role)
+    return user
+
+
+def _keep_an_admin(session: Session, leaving: models.User) -> None:
+    """Refuse to leave the unit without an administrator who can log in."""
+    if leaving.role != "admin" or leaving.disabled_at is not None:
+        return
+    others = session.scalar(
+        select(func.count()).where(
+            models.User.role == "admin",
+            models.User.disabled_at.is_(None),
+            models.User.id != leaving.id,
+        )
+    )
+    if not others:
+        raise AccountError(
+            f"email: {leaving.email} is the only administrator left; make someone else an "
+            "administrator first"
+        )
+
+
+def wait_before_next_attempt(user: models.User, now: datetime) -> timedelta:
+    """How long this account must wait before a password is checked again: nothing for the
+    first few failures, then doubling from one second up to MAX_WAIT."""
+    if user.failed_logins < FREE_ATTEMPTS or user.last_failed_at is None:
+        return timedelta(0)
+    wait = min(timedelta(seconds=2 ** (user.failed_logins - FREE_ATTEMPTS)), MAX_WAIT)
+    return max(timedelta(0), user.last_failed_at + wait - now)
+
+
+def authenticate(session: Session, email: str, password: str, now: datetime) -> models.User | None:
+    """The user these credentials belong to, or None. Raises `TooManyAttempts` without
+    checking the password while the account must wait."""
+    user = find_user(session, email)
+    if user is None or user.disabled_at is not None:
+        # Refused in the same words and time as a wrong password: a switched-off account
+        # is not told apart from one that never was.
+        _verify(_dummy_hash(), password)
+        return None
+    wait = wait_before_next_attempt(user, now)
+    if wait > timedelta(0):
+        raise TooManyAttempts(wait)
+    if not _verify(user.password_hash, password):
+        user.failed_logins += 1
+        user.last_failed_at = now
+        return None
+    user.failed_logins = 0
+    user.last_failed_at = None
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = _hasher.hash(password)
+    return user
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+@dataclass(frozen=True)
+class NewToken:
+    token: models.ApiToken
+    secret: str  # shown once, never stored
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def add_token(session: Session, *, name: str, now: datetime, actor: str) -> NewToken:
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise AccountError("name: give the booking system a name of at most 200 characters")
+    secret = "rmd_" + secrets.token_urlsafe(32)
+    token = models.ApiToken(name=name, token_hash=_digest(secret), created_at=now)
+    session.add(token)
+    session.flush()
+    session.add(
+        models.AuditEntry(
+            at=now, actor=actor, action="token-add", detail=json.dumps({"token": token.id})
+        )
+    )
+    return NewToken(token, secret)
+
+
+def revoke_token(session: Session, *, token_id: int, now: datetime, actor: str) -> models.ApiToken:
+    """Stop a token working, at once and for good (a booking system gets a new one)."""
+    token = session.get(models.ApiToken, token_id)
+    if token is None:
+        raise AccountError(f"token: there is no token {token_id}")
+    if token.revoked_at is None:
+        token.revoked_at = now
+        session.add(
+            models.AuditEntry(
+                at=now, actor=actor, action="token-revoke", detail=json.dumps({"token": token.id})
+            )
+        )
+    return token
+
+
+def token_for(session: Session, secret: str, now: datetime) -> models.ApiToken | None:
+    """The live token with this secret, or None."""
+    token = session.scalar(
+        select(models.ApiToken).where(
+            models.ApiToken.token_hash == _digest(secret), models.ApiToken.revoked_at.is_(None)
+        )
+    )
+    if token is not None:
+        token.last_used_at = now
+    return token

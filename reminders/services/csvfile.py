@@ -1,0 +1,190 @@
+"""A CSV file of enrolments, checked as a whole before anything lands: encoding, header, CSV
+structure, at least one row. `open_csv` refuses an unusable file with what to fix; `CsvFile`
+then reads its rows one at a time.
+
+Encoding: UTF-8, with or without the byte-order mark Excel writes for "CSV UTF-8". A file that
+is not UTF-8 anywhere but is Windows-1252 throughout is read as Windows-1252, which is what
+Excel's plain "CSV (Comma delimited)" writes on a UK Windows PC (Siân is the byte 0xE2 there,
+never valid UTF-8). The whole file is checked before that decision, never a guess from its
+first lines, so an accented name further down is not garbled. Anything else is refused with
+what to do instead.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import re
+import shutil
+import tempfile
+from collections.abc import Generator, Iterator
+from typing import BinaryIO
+
+from reminders.core.enrolment import FIELDS
+
+REQUIRED = ("booking_ref", "name", "procedure", "date", "time")
+_CHUNK = 1 << 20
+_SAVE_AS = "in Excel, use File > Save As and choose 'CSV UTF-8 (Comma delimited)'"
+# Bytes that Windows-1252 leaves undefined: a file holding one is not Windows-1252 either.
+_NOT_CP1252 = re.compile(rb"[\x81\x8d\x8f\x90\x9d]")
+_MAGIC = (
+    (b"PK\x03\x04", "an Excel workbook (.xlsx) or another zip file, not CSV"),
+    (b"\xd0\xcf\x11\xe0", "an old Excel workbook (.xls), not CSV"),
+    (b"%PDF", "a PDF, not CSV"),
+    (b"\xff\xfe", "UTF-16 text (Excel's 'Unicode Text'), not CSV"),
+    (b"\xfe\xff", "UTF-16 text, not CSV"),
+)
+
+
+class UnusableFile(ValueError):
+    """The file cannot be imported at all; nothing has landed. The message says what to fix."""
+
+
+class CsvFile:
+    """A CSV file that has passed every check that can be made before anything lands."""
+
+    def __init__(
+        self, stream: BinaryIO, encoding: str, columns: list[str], fields: dict[str, str],
+        rows_total: int,
+    ) -> None:  # fmt: skip
+        self._stream = stream
+        self._encoding = encoding
+        self.columns = columns  # one name per column, unique: blank or repeated ones numbered
+        self.fields = fields  # enrolment field -> its column
+        self.rows_total = rows_total  # data rows, blank lines not counted
+
+    @property
+    def encoding(self) -> str:
+        return "windows-1252" if self._encoding == "cp1252" else "utf-8"
+
+    @property
+    def bytes_read(self) -> int:
+        return self._stream.tell()
+
+    def rows(self) -> Generator[tuple[int, dict[str, str], bool], None, None]:
+        """(line, cells by column, whether there were more cells than columns) for every
+        non-blank data row, read as the caller asks for them."""
+        self._stream.seek(0)
+        decoded = io.TextIOWrapper(self._stream, encoding=self._encoding, newline="")
+        try:
+            reader = csv.reader(decoded)
+            _header(reader)  # checked by open_csv
+            width = len(self.columns)
+            line = reader.line_num + 1
+            for cells in reader:
+                start, line = line, reader.line_num + 1
+                if not any(cell.strip() for cell in cells):
+                    continue  # a blank line, or a spreadsheet's empty row of commas
+                extra = cells[width:]
+                row = dict(zip(self.columns, cells + [""] * (width - len(cells)), strict=False))
+                for index, cell in enumerate(extra, start=width + 1):
+                    row[f"column {index}"] = cell
+                yield start, row, any(cell.strip() for cell in extra)
+        finally:
+            decoded.detach()  # the stream is the caller's to close
+
+
+def open_csv(stream: BinaryIO) -> CsvFile:
+    """Check `stream` (a file opened in binary mode) as a CSV of enrolments: encoding, header,
+    structure, at least one row. Raises UnusableFile saying what to fix."""
+    if not stream.seekable():
+        # Every check reads the whole file before the import reads it again; a pipe or an
+        # upload that cannot seek is copied to a temporary file first, never into memory.
+        # It has no name, so it goes when the CsvFile reading it does.
+        spool = tempfile.TemporaryFile()  # noqa: SIM115
+        shutil.copyfileobj(stream, spool, _CHUNK)
+        stream = spool
+    stream.seek(0)
+    encoding = _encoding_of(stream)
+    stream.seek(0)
+    decoded = io.TextIOWrapper(stream, encoding=encoding, newline="")
+    try:
+        reader = csv.reader(decoded)
+        header = _header(reader)
+        columns, fields = _columns(header)
+        rows = 0
+        try:
+            for cells in reader:
+                if any(cell.strip() for cell in cells):
+                    rows += 1
+        except csv.Error as exc:
+            raise UnusableFile(
+                f"line {reader.line_num}: the file is not valid CSV ({exc}); a value that "
+                "contains quotes or line breaks must be in double quotes"
+            ) from None
+    finally:
+        decoded.detach()
+    if rows == 0:
+        raise UnusableFile("the file has a header but no rows to import")
+    return CsvFile(stream, encoding, columns, fields, rows)
+
+
+def _encoding_of(stream: BinaryIO) -> str:
+    first = stream.read(_CHUNK)
+    if not first.lstrip(codecs.BOM_UTF8).strip():
+        raise UnusableFile("the file is empty; it needs a header row and at least one row")
+    for magic, what in _MAGIC:
+        if first.startswith(magic):
+            raise UnusableFile(f"this is {what}; {_SAVE_AS}")
+    utf8 = codecs.getincrementaldecoder("utf-8")()
+    is_utf8, is_cp1252 = True, True
+    chunk = first
+    while chunk:
+        if b"\x00" in chunk:
+            raise UnusableFile(f"this is not a text file; {_SAVE_AS}")
+        if is_utf8:
+            try:
+                utf8.decode(chunk)
+            except UnicodeDecodeError:
+                is_utf8 = False
+        is_cp1252 = is_cp1252 and not _NOT_CP1252.search(chunk)
+        chunk = stream.read(_CHUNK)
+    if is_utf8:
+        try:
+            utf8.decode(b"", final=True)
+        except UnicodeDecodeError:
+            is_utf8 = False  # the file ends part-way through a character
+    if is_utf8:
+        return "utf-8-sig"  # takes off Excel's byte-order mark, if there is one
+    if is_cp1252:
+        return "cp1252"
+    raise UnusableFile(f"the file is neither UTF-8 nor Windows-1252 text; {_SAVE_AS}")
+
+
+def _header(reader: Iterator[list[str]]) -> list[str]:
+    try:
+        for cells in reader:
+            if any(cell.strip() for cell in cells):
+                return cells
+    except csv.Error as exc:
+        raise UnusableFile(f"the header row is not valid CSV ({exc})") from None
+    raise UnusableFile("the file is empty; it needs a header row and at least one row")
+
+
+def _columns(header: list[str]) -> tuple[list[str], dict[str, str]]:
+    columns: list[str] = []
+    fields: dict[str, str] = {}
+    for number, cell in enumerate(header, start=1):
+        name = cell.strip()
+        field = name.lower()
+        if field in FIELDS:
+            if field in fields:
+                raise UnusableFile(
+                    f"the column {field} appears twice (columns {columns.index(fields[field]) + 1}"
+                    f" and {number}); keep one"
+                )
+            fields[field] = name
+        if not name or name in columns:
+            name = f"column {number}"
+        columns.append(name)
+    missing = [name for name in REQUIRED if name not in fields]
+    if missing:
+        delimited = ";" in ",".join(header) and len(header) == 1
+        hint = (
+            "the columns are separated by semicolons, not commas; " + _SAVE_AS
+            if delimited
+            else f"the header row must name the columns: {', '.join(REQUIRED)} are required"
+        )
+        raise UnusableFile(f"no {', '.join(missing)} column; {hint}")
+    return columns, fields

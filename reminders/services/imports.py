@@ -1,0 +1,445 @@
+"""Bulk enrolment from a CSV file: the day's list from the booking system, for the
+`reminders import` command and the staff pages' upload.
+
+The file is checked as a whole before anything lands (`csvfile.open_csv`: encoding, header, CSV
+structure), so an unusable file changes nothing. Then rows are read a batch at a time, and each
+row lands completely or not at all: good rows land, a bad row becomes a `Refusal` with the
+reason, handed to the caller once its batch is committed. Only one batch is in memory, so memory
+stays flat however long the file, and a crash loses at most that batch; importing the same file
+again updates, never duplicates, because enrolment is idempotent by booking reference.
+
+Patient data never reaches a log: only counts and line numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import islice
+from typing import BinaryIO
+
+from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from reminders.config import Config
+from reminders.core.enrolment import Enrolment, InvalidEnrolment, parse_fields
+from reminders.core.rendering import RenderError, enrolment_context
+from reminders.core.schedule import compute_schedule
+from reminders.services import enrolments
+from reminders.services.csvfile import CsvFile, open_csv
+from reminders.settings import Settings
+from reminders.store import models
+from reminders.store.bulk import Planned, insert_new
+
+log = logging.getLogger(__name__)
+
+# Rows per commit: small enough that a crash loses little and a page watching the progress sees
+# it move, large enough that commits are not what the import spends its time on.
+BATCH_ROWS = 500
+# Below this, worker processes would take longer to start than the work they would share.
+POOL_MIN_ROWS = 5 * BATCH_ROWS
+# New enrolments between refreshes of PostgreSQL's statistics of the table (see `_analyze`).
+ANALYZE_EVERY = 10_000
+
+
+class ImportInterrupted(RuntimeError):
+    """Something other than a bad row stopped the import part-way (the database went away, a
+    bug); the original error is the `__cause__`, for the caller to log. Rows before `line` have
+    landed, and `report` counts them: importing the same file again finishes the job, as rows
+    that landed are updated, not duplicated."""
+
+    def __init__(self, line: int, report: ImportReport, cause: BaseException) -> None:
+        self.line = line
+        self.report = report
+        detail = (str(cause).strip().splitlines() or [""])[0][:200]
+        super().__init__(
+            f"stopped by an unexpected error ({type(cause).__name__}: {detail}) in the rows "
+            f"from line {line}; the {report.landed} rows that landed before them stay. Import "
+            "the same file again to finish: rows that landed are updated, not duplicated"
+        )
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A row that did not land, and why, in words for the person who will fix it."""
+
+    line: int  # where the row starts in the file; the header is line 1
+    booking_ref: str | None
+    reason: str
+    row: dict[str, str]  # the row's cells by column (CsvFile.columns), in the file's order
+
+
+@dataclass
+class ImportReport:
+    encoding: str  # "utf-8" or "windows-1252", as the file was read
+    rows: int = 0  # data rows read so far, blank lines not counted
+    created: int = 0
+    updated: int = 0  # an enrolment with this booking reference existed and was changed
+    unchanged: int = 0  # it existed and the row said nothing new
+    refused: int = 0
+    warnings: int = 0  # late-enrolment warnings, which are also on the needs-attention list
+
+    @property
+    def landed(self) -> int:
+        return self.created + self.updated + self.unchanged
+
+
+def import_csv(
+    factory: sessionmaker[Session],
+    config: Config,
+    source: BinaryIO | CsvFile,
+    *,
+    now: datetime,
+    actor: str,
+    on_refusal: Callable[[Refusal], None],
+    on_progress: Callable[[int, int], None] | None = None,
+    workers: int = 1,
+) -> ImportReport:
+    """Enrol every good row of `source`; hand each bad one to `on_refusal`, in line order.
+
+    `source` is a file opened in binary mode, or what `open_csv` made of one (to check the file
+    before starting the import elsewhere, such as in a background thread). `on_progress` gets
+    (bytes read, rows done) after each committed batch, so a progress bar can go by the file's
+    size. With `workers` above 1, a file of more than a few batches has its messages written
+    in that many processes (see `_Planner`). Raises UnusableFile before anything lands, and
+    ImportInterrupted if something other than a bad row stops it part-way.
+    """
+    csv_file = source if isinstance(source, CsvFile) else open_csv(source)
+    report = ImportReport(encoding=csv_file.encoding)
+    seen: dict[str, int] = {}  # booking reference -> the line that had it first
+    if csv_file.rows_total < POOL_MIN_ROWS:
+        workers = 1  # starting processes would take longer than the work
+    with (
+        closing(csv_file.rows()) as rows,
+        factory() as session,
+        _Planner(config, workers) as planner,
+    ):
+        # Batches prepared (read, checked, their messages being written) ahead of the one
+        # landing, so that worker processes always have one to work on.
+        waiting: deque[_Batch] = deque()
+
+        def land_oldest() -> None:
+            batch = waiting.popleft()
+            try:
+                outcome = _land(session, config, batch, now=now, actor=actor)
+                session.commit()
+            except Exception as exc:
+                session.rollback()
+                raise ImportInterrupted(batch.first_line, report, exc) from exc
+            session.expunge_all()  # what has landed need not stay in memory
+            if _grown(session, report.created, report.created + outcome.created):
+                _analyze(session)
+            report.rows += batch.size
+            report.created += outcome.created
+            report.updated += outcome.updated
+            report.unchanged += outcome.unchanged
+            report.warnings += outcome.warnings
+            report.refused += len(outcome.refusals)
+            for refusal in sorted(outcome.refusals, key=lambda r: r.line):
+                on_refusal(refusal)
+            if on_progress is not None:
+                on_progress(batch.bytes_read, report.rows)
+
+        while lines := list(islice(rows, BATCH_ROWS)):
+            try:
+                waiting.append(_prepare(session, csv_file, lines, seen, planner, now))
+            except Exception as exc:
+                session.rollback()
+                unlanded = waiting[0].first_line if waiting else lines[0][0]
+                raise ImportInterrupted(unlanded, report, exc) from exc
+            if len(waiting) > planner.ahead:
+                land_oldest()
+        while waiting:
+            land_oldest()
+    log.info(
+        "import finished: %d rows, %d created, %d updated, %d unchanged, %d refused",
+        report.rows, report.created, report.updated, report.unchanged, report.refused,
+    )  # fmt: skip
+    return report
+
+
+def _grown(session: Session, created_before: int, created: int) -> bool:
+    return (
+        session.get_bind().dialect.name == "postgresql"
+        and created // ANALYZE_EVERY > created_before // ANALYZE_EVERY
+    )
+
+
+def _analyze(session: Session) -> None:
+    """Bring PostgreSQL's statistics of the enrolments up to date. Looking up a batch's
+    booking references is an index scan only once the planner knows how big the table is;
+    while a big import grows it faster than autovacuum notices, the planner scans the whole
+    table for every batch instead, and 100,000 rows took four times as long."""
+    session.execute(text(f"ANALYZE {models.Enrolment.__tablename__}"))
+    session.commit()
+
+
+@dataclass
+class _Outcome:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    warnings: int = 0
+    refusals: list[Refusal] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Row:
+    """A row that has passed the checks made while reading; its values are parsed with the
+    messages written, in a worker when there are workers."""
+
+    line: int
+    cells: dict[str, str]
+    ref: str | None  # as typed, trimmed
+    values: dict[str, str]  # enrolment field -> value
+
+    def refusal(self, reason: str) -> Refusal:
+        return Refusal(self.line, self.ref, reason, self.cells)
+
+
+# What checking a row gives: the reason it is refused; the enrolment, when its booking
+# reference is stored already (`enrol` updates it here); or a new enrolment's plan.
+_Checked = str | Enrolment | Planned
+
+
+def _check(config: Config, values: dict[str, str], stored: bool, now: datetime) -> _Checked:
+    try:
+        enrolment = parse_fields(
+            values,
+            protocols=config.protocols,
+            default_timezone=config.settings.timezone,
+            require_booking_ref=True,
+        )
+    except InvalidEnrolment as exc:
+        return "; ".join(exc.problems)
+    return enrolment if stored else _plan(config, enrolment, now)
+
+
+def _plan(config: Config, enrolment: Enrolment, now: datetime) -> Planned | str:
+    """A new enrolment's schedule and messages, as `enrolments.enrol` makes them, or the reason
+    it cannot be enrolled."""
+    enrolment = enrolment.with_changes(enrolled_at=now)
+    try:
+        starts_at = enrolments.future_start(enrolment, now)
+        schedule = compute_schedule(
+            config.protocols[enrolment.procedure], enrolment, now, config.window
+        )
+        shared = enrolment_context(schedule.facts, config.renderer.unit)
+        reminders = [
+            enrolments.reminder_values(config, schedule, planned, 1, shared)
+            for planned in schedule.reminders
+        ]
+    except enrolments.EnrolmentRefused as exc:
+        return str(exc)
+    except RenderError as exc:
+        return _unwritable(exc)
+    return Planned(enrolment, starts_at, reminders, list(dict.fromkeys(schedule.warnings)))
+
+
+_worker_config: Config | None = None
+
+
+def _start_worker(settings: Settings) -> None:
+    global _worker_config
+    # Ctrl-C at the terminal reaches every process in the group: the import stops the workers
+    # itself, rather than each printing a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Below the importing process and the database's own, which are what every batch waits
+    # for in the end: with as many workers as CPUs, PostgreSQL otherwise gets half a core and
+    # the import is no faster for the extra processes.
+    os.nice(10)
+    _worker_config = Config.load(settings)
+
+
+def _check_in_worker(rows: list[tuple[dict[str, str], bool]], now: datetime) -> list[_Checked]:
+    assert _worker_config is not None, "started without _start_worker"
+    return [_check(_worker_config, values, stored, now) for values, stored in rows]
+
+
+class _Planner:
+    """Parses rows and, for new enrolments, works out their schedules and writes their
+    messages: rendering a million messages is most of a big import's time, and one process
+    uses one core. With workers, batches are handed to that many processes (started fresh,
+    each loading the configuration from the same settings), while this one reads the file
+    and writes to the database."""
+
+    def __init__(self, config: Config, workers: int) -> None:
+        self.config = config
+        self.ahead = workers if workers > 1 else 0
+        self._pool: ProcessPoolExecutor | None = None
+        if workers > 1:
+            self._pool = ProcessPoolExecutor(
+                workers,
+                mp_context=multiprocessing.get_context("spawn"),  # no fork of a threaded app
+                initializer=_start_worker,
+                initargs=(config.settings,),
+            )
+
+    def __enter__(self) -> _Planner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def submit(
+        self, rows: list[tuple[dict[str, str], bool]], now: datetime
+    ) -> Future[list[_Checked]]:
+        """Check (values, whether the booking reference is stored) for each row."""
+        if self._pool is not None:
+            return self._pool.submit(_check_in_worker, rows, now)
+        done: Future[list[_Checked]] = Future()
+        try:
+            done.set_result([_check(self.config, values, stored, now) for values, stored in rows])
+        except Exception as exc:  # raised where a worker's would be: when the batch lands
+            done.set_exception(exc)
+        return done
+
+
+@dataclass
+class _Batch:
+    first_line: int
+    size: int
+    bytes_read: int
+    refusals: list[Refusal]  # found while reading
+    rows: list[_Row]  # the rest, each checked in `checked`
+    versions: dict[str, int]  # schedule versions of the references stored already
+    checked: Future[list[_Checked]]
+
+
+def _prepare(
+    session: Session, csv_file: CsvFile, lines: list[tuple[int, dict[str, str], bool]],
+    seen: dict[str, int], planner: _Planner, now: datetime,
+) -> _Batch:  # fmt: skip
+    refusals: list[Refusal] = []
+    rows: list[_Row] = []
+    for line, cells, overflowing in lines:
+        row = _read_row(csv_file, line, cells, overflowing, seen)
+        if isinstance(row, Refusal):
+            refusals.append(row)
+        else:
+            rows.append(row)
+    # Read before the batches ahead of this one have landed: none of them can hold these
+    # references, as a reference repeated in the file is refused above.
+    stored = session.execute(
+        select(models.Enrolment.booking_ref, models.Enrolment.schedule_version).where(
+            models.Enrolment.booking_ref.in_([row.ref for row in rows if row.ref])
+        )
+    )
+    versions = {ref: version for ref, version in stored}
+    return _Batch(
+        first_line=lines[0][0],
+        size=len(lines),
+        bytes_read=csv_file.bytes_read,
+        refusals=refusals,
+        rows=rows,
+        versions=versions,
+        checked=planner.submit([(row.values, row.ref in versions) for row in rows], now),
+    )
+
+
+def _land(
+    session: Session, config: Config, batch: _Batch, *, now: datetime, actor: str
+) -> _Outcome:
+    outcome = _Outcome(refusals=list(batch.refusals))
+    stored: list[tuple[_Row, Enrolment]] = []
+    new: list[tuple[_Row, Planned]] = []
+    for row, checked in zip(batch.rows, batch.checked.result(), strict=True):
+        if isinstance(checked, str):
+            outcome.refusals.append(row.refusal(checked))
+        elif isinstance(checked, Planned):
+            new.append((row, checked))
+        else:
+            stored.append((row, checked))
+    # Whatever the bulk path could not insert (another writer enrolled one of these references
+    # a moment ago) goes through `enrol` one row at a time, like the rows already stored.
+    leftover = _land_new(session, new, outcome, now=now, actor=actor)
+    for row, enrolment in [*stored, *leftover]:
+        version = batch.versions.get(row.ref or "")
+        _land_one(session, config, row, enrolment, version, outcome, now=now, actor=actor)
+    return outcome
+
+
+def _read_row(
+    csv_file: CsvFile, line: int, cells: dict[str, str], overflowing: bool, seen: dict[str, int]
+) -> _Row | Refusal:
+    """The checks that need the whole file or the raw text, made as the rows are read."""
+    values = {field: cells[column] for field, column in csv_file.fields.items()}
+    ref = values["booking_ref"].strip() or None
+    if ref is not None:
+        first = seen.setdefault(ref, line)
+        if first != line:
+            reason = f"booking_ref: {ref} is already on line {first} of this file"
+            return Refusal(line, ref, reason, cells)
+    if overflowing:
+        reason = (
+            f"this row has more values than the header has columns ({len(csv_file.columns)}); "
+            "a value that contains a comma must be in double quotes"
+        )
+        return Refusal(line, ref, reason, cells)
+    broken = [name for name, value in values.items() if "\n" in value or "\r" in value]
+    if broken:
+        # Most often a double quote opened and never closed, which carries the rows after it
+        # into one value: refusing the row shows where, instead of losing those rows quietly.
+        reason = (
+            f"{', '.join(broken)}: a line break inside the value; check this row for a "
+            "double quote that is not closed"
+        )
+        return Refusal(line, ref, reason, cells)
+    return _Row(line, cells, ref, values)
+
+
+def _unwritable(exc: RenderError) -> str:
+    return f"a message for this patient could not be written ({exc})"
+
+
+def _land_one(
+    session: Session, config: Config, row: _Row, enrolment: Enrolment, version: int | None,
+    outcome: _Outcome, *, now: datetime, actor: str,
+) -> None:  # fmt: skip
+    try:
+        # A savepoint per row: a row that fails part-way leaves nothing behind, and the rows
+        # before it in the batch stay.
+        with session.begin_nested():
+            result = enrolments.enrol(session, config, enrolment, now=now, actor=actor)
+    except enrolments.EnrolmentRefused as exc:
+        outcome.refusals.append(row.refusal(str(exc)))
+        return
+    except RenderError as exc:
+        outcome.refusals.append(row.refusal(_unwritable(exc)))
+        return
+    if result.created:
+        outcome.created += 1
+    elif result.enrolment.schedule_version != version:
+        outcome.updated += 1
+    else:
+        outcome.unchanged += 1
+    outcome.warnings += len(result.warnings)
+
+
+def _land_new(
+    session: Session, plans: list[tuple[_Row, Planned]], outcome: _Outcome, *,
+    now: datetime, actor: str,
+) -> list[tuple[_Row, Enrolment]]:  # fmt: skip
+    """Enrol rows whose booking references are not stored yet, all at once (`bulk`). Returns
+    the rows it could not insert because another writer stored one of their references
+    first."""
+    if not plans:
+        return []
+    try:
+        with session.begin_nested():
+            insert_new(session, [plan for _, plan in plans], now=now, actor=actor)
+    except IntegrityError:
+        return [(row, plan.enrolment) for row, plan in plans]
+    outcome.created += len(plans)
+    outcome.warnings += sum(len(plan.warnings) for _, plan in plans)
+    return []

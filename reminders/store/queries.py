@@ -1,0 +1,92 @@
+"""What staff look things up by: procedures coming up, a search, the needs-attention list, the
+audit log. Read-only queries, shared by the staff pages and anything else that lists."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import phonenumbers
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, joinedload
+
+from reminders.store import models
+
+E, P = models.Enrolment, models.Patient
+SEARCH_LIMIT = 50
+
+
+def upcoming(session: Session, start: datetime, end: datetime) -> list[models.Enrolment]:
+    """Active enrolments whose procedure starts in [start, end), soonest first."""
+    return list(
+        session.scalars(
+            select(E)
+            .options(joinedload(E.patient))
+            .where(E.starts_at >= start, E.starts_at < end, E.status == models.ENROLMENT_ACTIVE)
+            .order_by(E.starts_at, E.id)
+        )
+    )
+
+
+def _phone(text: str) -> str | None:
+    """The E.164 form of a number typed the way staff type them (07911 100001, +44...)."""
+    if sum(c.isdigit() for c in text) < 10:
+        return None
+    try:
+        number = phonenumbers.parse(text, "GB")
+    except phonenumbers.NumberParseException:
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def search(session: Session, text: str) -> list[models.Enrolment]:
+    """Enrolments matching a booking reference, a phone number, or part of a name: newest
+    procedure first, cancelled and completed ones included (staff look those up too).
+
+    A booking reference is looked for first, on its own: it is one index lookup, where part of
+    a name has to be looked for across every patient (with a trigram index on PostgreSQL)."""
+    text = text.strip()
+    if not text:
+        return []
+    newest_first = (
+        select(E).join(E.patient).options(joinedload(E.patient)).order_by(E.starts_at.desc())
+    )
+    by_ref = list(session.scalars(newest_first.where(func.lower(E.booking_ref) == text.lower())))
+    if by_ref:
+        return by_ref
+    phone = _phone(text)
+    if phone is not None:
+        return list(session.scalars(newest_first.where(P.phone == phone).limit(SEARCH_LIMIT)))
+    # Escape LIKE's wildcards: a name typed with % or _ means those characters.
+    pattern = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    named = func.lower(P.name).like(f"%{pattern}%", escape="\\")
+    return list(session.scalars(newest_first.where(named).limit(SEARCH_LIMIT)))
+
+
+def needs_attention(
+    session: Session, *, calls_only: bool = False, resolved: bool = False
+) -> list[models.AttentionItem]:
+    A = models.AttentionItem
+    query = (
+        select(A)
+        .options(joinedload(A.enrolment).joinedload(E.patient), joinedload(A.reminder))
+        .where(A.resolved_at.is_not(None) if resolved else A.resolved_at.is_(None))
+    )
+    if calls_only:
+        query = query.where(A.needs_call.is_(True))
+    order = A.resolved_at.desc() if resolved else A.created_at
+    return list(session.scalars(query.order_by(order, A.id).limit(500)))
+
+
+def waiting_count(session: Session) -> int:
+    A = models.AttentionItem
+    return session.scalar(select(func.count()).where(A.resolved_at.is_(None))) or 0
+
+
+def audit_log(
+    session: Session, *, before: int | None = None, limit: int = 100
+) -> list[models.AuditEntry]:
+    A = models.AuditEntry
+    query = select(A).order_by(A.id.desc()).limit(limit)
+    if before is not None:
+        query = query.where(A.id < before)
+    return list(session.scalars(query))
