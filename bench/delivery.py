@@ -33,7 +33,7 @@ from fakes.twilio import FakeTwilio  # noqa: E402
 from processes import CeleryProcess, RedisServer, wait_for  # noqa: E402
 from sqlalchemy import func, insert, select, text  # noqa: E402
 
-from reminders import models  # noqa: E402
+from reminders.store import models  # noqa: E402
 from reminders.store.db import make_engine, make_sessionmaker, session_scope  # noqa: E402
 from reminders.store.migrate import upgrade  # noqa: E402
 

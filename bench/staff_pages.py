@@ -5,15 +5,14 @@ docs/benchmarks.md).
                                           [--workers 1] [--think 0]
 
 A fresh PostgreSQL database gets COUNT stored reminders (10 to an enrolment, so COUNT/10
-patients and enrolments, inserted by COPY as bench/memory.py does) and USERS staff accounts.
-The web app runs as it is deployed (`uvicorn --factory reminders.interfaces.web.app:create_app`, WORKERS
-processes) and USERS simulated staff, each logged in with a session of their own, ask for pages
-for SECONDS, back to back or with THINK seconds between clicks: the enrol page, the live
-preview of a filled-in enrol form, and a search by name, by phone number and by booking
-reference, in turn. The client is one asyncio
-process on the same machine, so its own CPU use is inside the figures. Prints p50, p95 and p99
-per page and overall, and the ratio of p95 to the 100 ms target.
-"""
+patients and enrolments, inserted by COPY as bench/memory.py does) and USERS staff accounts. The
+web app runs as it is deployed (`uvicorn --factory reminders.interfaces.web.app:create_app`,
+WORKERS processes) and USERS simulated staff, each logged in with a session of their own, ask
+for pages for SECONDS, back to back or with THINK seconds between clicks: the enrol page, the
+live preview of a filled-in enrol form, and a search by name, by phone number and by booking
+reference, in turn. The client is one asyncio process on the same machine, so its own CPU use is
+inside the figures. Prints p50, p95 and p99 per page and overall, and the ratio of p95 to the
+100 ms target."""
 
 from __future__ import annotations
 

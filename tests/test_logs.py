@@ -32,7 +32,8 @@ def test_json_lines_mask_messages_and_exceptions() -> None:
         raise ValueError("could not send to +447911123456 (megan@example.org)")
     except ValueError:
         record = logging.LogRecord(
-            "reminders.delivery.core", logging.ERROR, __file__, 1, "failed for %s", ("+447911100010",),
+            "reminders.delivery.core", logging.ERROR, __file__, 1, "failed for %s",
+            ("+447911100010",),
             exc_info=__import__("sys").exc_info(),
         )  # fmt: skip
     line = formatter.format(record)

@@ -1,8 +1,9 @@
 """How Alembic reaches the database, whether run by `alembic`, `reminders migrate` or a test.
 
 The URL is taken, in order, from a connection handed over in `config.attributes["connection"]`,
-from `sqlalchemy.url` set programmatically (see `reminders.store.migrate.alembic_config`), and from the
-service's own settings, so every route migrates the database the service will actually use.
+from `sqlalchemy.url` set programmatically (see `reminders.store.migrate.alembic_config`),
+and from the service's own settings, so every route migrates the database the service will
+actually use.
 """
 
 from __future__ import annotations
