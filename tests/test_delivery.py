@@ -12,17 +12,17 @@ from email.message import EmailMessage
 from fakes.smtp import FakeSmtp
 from fakes.twilio import FakeTwilio
 from fastapi.testclient import TestClient
-from sqlalchemy import select
-from world import EMAIL, PHONE, World
+from sqlalchemy import select, update
+from world import EMAIL, PHONE, World, claim_due
 
 from reminders.config import Config
 from reminders.core.clock import format_day
-from reminders.delivery import core as delivery
-from reminders.delivery.transports import OutgoingMessage, Sent
+from reminders.delivery import send, sweep
+from reminders.delivery.transports import OutgoingMessage, Sent, Transports
 from reminders.interfaces.web.app import create_app
 from reminders.services import enrolments
 from reminders.settings import Settings
-from reminders.store import models
+from reminders.store import lifecycle, models
 from reminders.store.db import session_scope
 
 
@@ -60,7 +60,7 @@ def test_due_reminders_reach_twilio_and_the_mail_server_once(
     assert all(r.attempts == 1 and r.sent_at == w.clock.now for r in sent)
 
     # The same batch delivered again (a redelivered task) sends nothing.
-    again = delivery.send_reminders(
+    again = send.send_reminders(
         w.factory, w.config, w.transports, [r.id for r in due], clock=w.clock
     )
     assert again == {}
@@ -86,9 +86,9 @@ def check_email(email: EmailMessage) -> None:
 def test_a_row_is_claimed_once(w: World) -> None:
     w.enrol()
     with session_scope(w.factory) as first:
-        claimed = delivery.claim_due(first, w.clock.now)
+        claimed = claim_due(first, w.clock.now)
     with session_scope(w.factory) as second:
-        assert delivery.claim_due(second, w.clock.now) == []
+        assert claim_due(second, w.clock.now) == []
     assert claimed and {r.state for r in w.reminders() if r.id in claimed} == {"queued"}
 
 
@@ -98,9 +98,9 @@ def test_cancelled_opted_out_and_worthless_reminders_are_not_sent(
     # Opted out of SMS after the reminders were queued: email still goes.
     w.enrol()
     with session_scope(w.factory) as session:
-        ids = delivery.claim_due(session, w.clock.now)
+        ids = claim_due(session, w.clock.now)
         session.add(models.OptOut(channel="sms", destination=PHONE, source="STOP reply"))
-    delivery.send_reminders(w.factory, w.config, w.transports, ids, clock=w.clock)
+    send.send_reminders(w.factory, w.config, w.transports, ids, clock=w.clock)
     assert fake_twilio.messages == []
     assert len(fake_smtp.received) == len(ids) // 2
     skipped = w.reminders("skipped")
@@ -111,20 +111,20 @@ def test_cancelled_opted_out_and_worthless_reminders_are_not_sent(
     other = w.enrol(booking_ref="BK-2002",
                            phone="+447911100011", email="o@example.org")  # fmt: skip
     with session_scope(w.factory) as session:
-        ids = delivery.claim_due(session, w.clock.now)
+        ids = claim_due(session, w.clock.now)
         row = session.get(models.Enrolment, other)
         assert row is not None
         enrolments.cancel(session, w.config, row, now=w.clock.now, actor="alice")
-    assert delivery.send_reminders(w.factory, w.config, w.transports, ids, clock=w.clock) == {}
+    assert send.send_reminders(w.factory, w.config, w.transports, ids, clock=w.clock) == {}
     assert fake_twilio.messages_to("+447911100011") == []
 
     # Worthless by the time a worker gets to it (the queue was stuck for hours).
     w.enrol(booking_ref="BK-2003",
                    phone="+447911100012", email="w@example.org")  # fmt: skip
     with session_scope(w.factory) as session:
-        ids = delivery.claim_due(session, w.clock.now)
+        ids = claim_due(session, w.clock.now)
     w.clock.advance(hours=4)
-    counts = delivery.send_reminders(w.factory, w.config, w.transports, ids, clock=w.clock)
+    counts = send.send_reminders(w.factory, w.config, w.transports, ids, clock=w.clock)
     assert counts == {"held": len(ids), "skipped": len(ids)}
     assert fake_twilio.messages_to("+447911100012") == []
     late = [r for r in w.reminders("skipped") if r.id in ids]
@@ -140,9 +140,11 @@ def test_500_and_429_are_retried_with_backoff_and_sent_once(
     assert counts["TransientError"] == 2
     waiting = [r for r in w.reminders("scheduled") if r.error_code]
     assert {r.error_code for r in waiting} == {"20500", "20429"}
-    assert all(r.send_at == w.clock.now + delivery.RETRY_BASE for r in waiting)
+    # After the first backoff, with up to a tenth more so that they do not all come back at once.
+    base = w.clock.now + send.RETRY_BASE
+    assert all(base <= r.send_at <= base + send.RETRY_BASE / 10 for r in waiting)
     assert w.deliver().get("sent") is None  # not yet due
-    w.clock.advance(seconds=2)
+    w.clock.advance(seconds=2.2)
     assert w.deliver()["sent"] == 2
     assert len(fake_twilio.messages) == 3
     bodies = [m["body"] for m in fake_twilio.messages]
@@ -186,10 +188,12 @@ def test_a_timeout_after_twilio_accepted_is_settled_without_a_second_message(
     assert len(fake_twilio.messages) == 2  # one accepted before its timeout, one answered
 
     # Not yet stuck for long enough: the sweeper leaves in-flight work alone.
-    assert delivery.sweep(w.factory, w.config, w.transports, clock=w.clock)["found"] == 0
+    assert sweep.sweep(w.factory, w.config, w.transports, clock=w.clock)["found"] == 0
     w.clock.advance(seconds=6)
-    swept = delivery.sweep(w.factory, w.config, w.transports, clock=w.clock)
-    assert swept == {"requeued": 0, "found": 1, "resent": 1, "unsure": 0, "escalated": 0}
+    swept = sweep.sweep(w.factory, w.config, w.transports, clock=w.clock)
+    assert swept == {
+        "requeued": 0, "found": 1, "resent": 1, "unsure": 0, "failed": 0, "escalated": 0
+    }  # fmt: skip
     w.deliver()
     assert len(w.reminders("sent")) == 3
     bodies = [m["body"] for m in fake_twilio.messages]
@@ -199,11 +203,9 @@ def test_a_timeout_after_twilio_accepted_is_settled_without_a_second_message(
 def test_the_sweeper_puts_back_work_whose_task_was_lost(w: World) -> None:
     w.enrol()
     with session_scope(w.factory) as session:
-        claimed = delivery.claim_due(session, w.clock.now)  # and the task never arrives
+        claimed = claim_due(session, w.clock.now)  # and the task never arrives
     w.clock.advance(seconds=6)
-    assert delivery.sweep(w.factory, w.config, w.transports, clock=w.clock)["requeued"] == len(
-        claimed
-    )
+    assert sweep.sweep(w.factory, w.config, w.transports, clock=w.clock)["requeued"] == len(claimed)
     assert w.deliver()["sent"] == len(claimed)
 
 
@@ -212,12 +214,12 @@ def test_the_sweeper_puts_back_work_whose_worker_died_before_writing_it(
 ) -> None:
     w.enrol(email=None)
     with session_scope(w.factory) as session:
-        claimed = delivery.claim_due(session, w.clock.now)
+        claimed = claim_due(session, w.clock.now)
     with session_scope(w.factory) as session:  # taken into `sending`, and then the kill
-        held = delivery.begin_attempts(session, claimed, w.clock.now)
+        held = {h.id: h.attempt for h in lifecycle.begin(session, claimed, w.clock.now)}
     assert held and {r.body for r in w.reminders("sending")} == {None}
     w.clock.advance(seconds=6)
-    swept = delivery.sweep(w.factory, w.config, w.transports, clock=w.clock)
+    swept = sweep.sweep(w.factory, w.config, w.transports, clock=w.clock)
     assert swept["requeued"] == len(held)
     assert w.deliver()["sent"] == len(held)
     assert len(fake_twilio.messages) == len(held)  # each once
@@ -226,7 +228,7 @@ def test_the_sweeper_puts_back_work_whose_worker_died_before_writing_it(
 def test_without_credentials_messages_are_recorded_not_sent(w: World) -> None:
     config = Config.load(Settings.from_env({"REMINDERS_SENDING_WINDOW": "00:00-24:00"}))
     w.enrol(config=config)
-    outbox = delivery.Transports.from_settings(config.settings)
+    outbox = Transports.from_settings(config.settings)
     counts = w.deliver(config=config, transports=outbox)
     sent = w.reminders("sent")
     assert counts["sent"] == len(sent) > 0
@@ -238,14 +240,14 @@ def test_a_reschedule_takes_effect_on_work_already_queued(
 ) -> None:
     w.enrol(email=None)
     with session_scope(w.factory) as session:
-        queued = delivery.claim_due(session, w.clock.now)
+        queued = claim_due(session, w.clock.now)
     old_day = (w.clock.now + timedelta(hours=3)).date()  # as w.enrol books it
     new_day = old_day + timedelta(days=7)
     # Moved to next week while the old reminders sat in Redis.
     w.enrol(email=None, date=new_day)
     # What no longer applies (the day-before message for the old date) is not sent; what
     # does (the booking confirmation, due now either way) goes, with the new date in it.
-    delivery.send_reminders(w.factory, w.config, w.transports, queued, clock=w.clock)
+    send.send_reminders(w.factory, w.config, w.transports, queued, clock=w.clock)
     assert {r.cancel_reason for r in w.reminders("cancelled")} == {"superseded"}
     assert "day-before" in {r.rule for r in w.reminders("cancelled")}
     w.deliver()
@@ -275,7 +277,7 @@ def test_a_connection_cut_after_twilio_accepted_is_settled_not_resent(
     counts = w.deliver()
     assert counts["AmbiguousError"] == 1
     w.clock.advance(seconds=6)
-    assert delivery.sweep(w.factory, w.config, w.transports, clock=w.clock)["found"] == 1
+    assert sweep.sweep(w.factory, w.config, w.transports, clock=w.clock)["found"] == 1
     bodies = [m["body"] for m in fake_twilio.messages]
     assert len(bodies) == len(set(bodies)) == 3
     assert len(w.reminders("sent")) == 3
@@ -294,16 +296,18 @@ def test_a_late_result_never_overwrites_a_newer_attempt(w: World, fake_twilio: F
         def send(self, message: OutgoingMessage) -> Sent:
             if not second:  # once, while the first attempt is in flight
                 w.clock.advance(seconds=6)
-                delivery.sweep(w.factory, w.config, w.transports, clock=w.clock)
+                sweep.sweep(w.factory, w.config, w.transports, clock=w.clock)
                 with session_scope(w.factory) as session:
-                    again = delivery.claim_due(session, w.clock.now)
-                    second.update(delivery.begin_attempts(session, again, w.clock.now))
+                    again = claim_due(session, w.clock.now)
+                    second.update(
+                        {h.id: h.attempt for h in lifecycle.begin(session, again, w.clock.now)}
+                    )
             return w.transports.sms.send(message)
 
         def find_sent(self, message: OutgoingMessage, since: datetime) -> str | None:
             return None  # nothing has reached Twilio yet when the sweeper asks
 
-    slow = delivery.Transports(sms=Slow(), email=w.transports.email)
+    slow = Transports(sms=Slow(), email=w.transports.email)
     counts = w.deliver(transports=slow)
     assert counts["settled-elsewhere"] == 3
     rows = [r for r in w.reminders() if r.id in second]
@@ -316,13 +320,14 @@ def test_wrong_credentials_keep_reminders_waiting_and_tell_staff_once(
 ) -> None:
     config = Config.load(Settings.from_env({**delivery_env, "TWILIO_AUTH_TOKEN": "wrong"}))
     w.enrol(config=config, email=None)
-    wrong = delivery.Transports.from_settings(config.settings)
+    wrong = Transports.from_settings(config.settings)
     for _ in range(3):
         w.deliver(config=config, transports=wrong)
         w.clock.advance(minutes=1)
     waiting = w.reminders("scheduled")
     assert len([r for r in waiting if r.error_code == "20003"]) == 3
-    assert all(r.attempts == 0 for r in waiting)
+    # Our settings, not the reminders': none of those attempts counts against them.
+    assert all(r.failures == 0 and r.crashes == 0 for r in waiting)
     with session_scope(w.factory) as session:
         items = session.scalars(select(models.AttentionItem)).all()
         assert [i.kind for i in items] == ["configuration"]
@@ -338,8 +343,8 @@ def test_a_safety_critical_instruction_not_delivered_by_its_deadline_goes_on_the
     w.deliver()
     fasting = next(r for r in w.reminders() if r.rule == "fasting")
     assert fasting.state == "failed" and fasting.deadline < w.clock.now
-    assert delivery.sweep(w.factory, w.config, w.transports, clock=w.clock)["escalated"] == 1
-    assert delivery.sweep(w.factory, w.config, w.transports, clock=w.clock)["escalated"] == 0
+    assert sweep.sweep(w.factory, w.config, w.transports, clock=w.clock)["escalated"] == 1
+    assert sweep.sweep(w.factory, w.config, w.transports, clock=w.clock)["escalated"] == 0
     with session_scope(w.factory) as session:
         calls = session.scalars(
             select(models.AttentionItem).where(models.AttentionItem.kind == "not-delivered")
@@ -395,3 +400,41 @@ def test_metrics_give_the_providers_latency_for_every_send(w: World) -> None:
         if line.startswith("reminders_provider_latency_seconds_count")
     ]  # fmt: skip
     assert counts == [f"reminders_provider_latency_seconds_count {float(len(sent))}"]
+
+
+def test_a_row_that_cannot_be_prepared_fails_alone_after_three_tries(
+    w: World, fake_twilio: FakeTwilio
+) -> None:
+    """A poison row: its stored time zone is not one the zone database knows (corrupted, or
+    removed from tzdata), so preparing it raises. Its batch-mates go once; it is tried on its
+    own a few times, then failed with its reason and put on the staff's list."""
+    w.enrol(email=None)
+    poisoned = w.enrol(email=None, booking_ref="BK-2002", phone="+447911100011")
+    with session_scope(w.factory) as session:
+        session.execute(
+            update(models.Enrolment)
+            .where(models.Enrolment.id == poisoned)
+            .values(timezone="Mars/Olympus_Mons")
+        )
+    first = w.deliver()
+    assert first["sent"] == 3 and first["skipped"] == 3  # the healthy patient's three
+    for _ in range(lifecycle.MAX_CRASHES - 1):
+        w.clock.advance(seconds=30)
+        with session_scope(w.factory) as session:
+            claimed = lifecycle.claim(session, w.clock.now, 100)
+        assert claimed and all(row.crashes >= 1 for row in claimed)  # so each goes alone
+        send.send_reminders(
+            w.factory, w.config, w.transports, [c.id for c in claimed], clock=w.clock
+        )
+    w.clock.advance(seconds=30)
+    assert w.deliver() == {}  # nothing left to try: no loop
+    failed = w.reminders("failed")
+    assert len(failed) == 3 and all(r.crashes == lifecycle.MAX_CRASHES for r in failed)
+    assert all(
+        "could not be prepared (ZoneInfoNotFoundError)" in (r.error_message or "") for r in failed
+    )
+    assert sorted(m["to"] for m in fake_twilio.messages) == [PHONE] * 3
+    with session_scope(w.factory) as session:
+        items = session.scalars(select(models.AttentionItem)).all()
+    assert len(items) == 3 and {i.kind for i in items} == {"delivery-failed"}
+    assert all(i.enrolment_id == poisoned and "could not be prepared" in i.message for i in items)

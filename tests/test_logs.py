@@ -32,13 +32,13 @@ def test_json_lines_mask_messages_and_exceptions() -> None:
         raise ValueError("could not send to +447911123456 (megan@example.org)")
     except ValueError:
         record = logging.LogRecord(
-            "reminders.delivery.core", logging.ERROR, __file__, 1, "failed for %s",
+            "reminders.delivery.send", logging.ERROR, __file__, 1, "failed for %s",
             ("+447911100010",),
             exc_info=__import__("sys").exc_info(),
         )  # fmt: skip
     line = formatter.format(record)
     entry = json.loads(line)
-    assert entry["level"] == "ERROR" and entry["logger"] == "reminders.delivery.core"
+    assert entry["level"] == "ERROR" and entry["logger"] == "reminders.delivery.send"
     assert entry["message"] == "failed for +*********010"
     assert "+447911123456" not in line and "megan@" not in line
     assert "+*********456" in entry["exception"]

@@ -1,8 +1,8 @@
-"""The reminder state machine, UTC instants and the constraints that stop duplicates."""
+"""The tables: UTC instants and the constraints that stop duplicates. (A reminder's states:
+tests/test_lifecycle.py.)"""
 
 from __future__ import annotations
 
-import itertools
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -15,12 +15,8 @@ from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session
 
 from reminders.store.models import (
-    PENDING_STATES,
-    REMINDER_STATES,
-    TRANSITIONS,
     AuditEntry,
     Enrolment,
-    InvalidTransition,
     OptOut,
     Patient,
     Reminder,
@@ -72,55 +68,12 @@ def make_reminder(enrolment: Enrolment | None = None, **overrides: Any) -> Remin
     return Reminder(**(fields | overrides))
 
 
-ALLOWED = [(a, b) for a, targets in TRANSITIONS.items() for b in sorted(targets)]
-REFUSED = [pair for pair in itertools.product(REMINDER_STATES, repeat=2) if pair not in ALLOWED]
-
-
-def test_every_state_has_its_transitions() -> None:
-    assert set(TRANSITIONS) == set(REMINDER_STATES)
-    assert all(targets <= set(REMINDER_STATES) for targets in TRANSITIONS.values())
-    assert set(PENDING_STATES) <= set(REMINDER_STATES)
-
-
 def test_a_new_reminder_is_scheduled_before_it_is_ever_flushed() -> None:
     reminder = make_reminder()
     assert reminder.state == "scheduled"
     assert reminder.attempts == 0
     assert reminder.enrolment.status == "active"
     assert reminder.enrolment.schedule_version == 1
-
-
-@pytest.mark.parametrize(("current", "wanted"), ALLOWED)
-def test_allowed_transition(current: str, wanted: str) -> None:
-    reminder = make_reminder(state=current)
-    reminder.move_to(wanted)
-    assert reminder.state == wanted
-
-
-@pytest.mark.parametrize(("current", "wanted"), REFUSED)
-def test_refused_transition_names_both_states(current: str, wanted: str) -> None:
-    reminder = make_reminder(id=42, state=current)
-    with pytest.raises(InvalidTransition) as raised:
-        reminder.move_to(wanted)
-    assert str(raised.value) == f"reminder 42 cannot move from {current!r} to {wanted!r}"
-    assert reminder.state == current
-
-
-@pytest.mark.parametrize("wanted", ["cancelled", "skipped"])
-def test_cancelling_or_skipping_records_the_reason(wanted: str) -> None:
-    reminder = make_reminder()
-    reminder.move_to(wanted, reason="rescheduled")
-    assert reminder.cancel_reason == "rescheduled"
-
-
-def test_a_sent_reminder_cannot_go_back(session: Session) -> None:
-    reminder = make_reminder()
-    session.add(reminder)
-    for state in ("queued", "sending", "sent"):
-        reminder.move_to(state)
-        session.commit()
-    with pytest.raises(InvalidTransition, match=rf"reminder {reminder.id} cannot move"):
-        reminder.move_to("scheduled")
 
 
 def test_instants_come_back_as_the_same_moment_in_utc(session: Session) -> None:

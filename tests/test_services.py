@@ -7,12 +7,12 @@ from datetime import date, datetime, time
 
 import pytest
 from factories import make_enrolment, utc
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from reminders.config import Config
 from reminders.services import enrolments, wording
-from reminders.store import models
+from reminders.store import lifecycle, models
 
 ENROLLED = utc(2026, 11, 20, 10, 0)
 
@@ -35,13 +35,20 @@ def rows(session: Session, enrolment: models.Enrolment, *states: str) -> list[mo
     return [r for r in enrolment.reminders if not states or r.state in states]
 
 
-def mark_sent(config: Config, reminder: models.Reminder, at: datetime) -> None:
-    """As a send does it: its words written as it goes, then sent."""
-    reminder.move_to("queued")
-    reminder.move_to("sending")
-    wording.write(config, reminder)
-    reminder.move_to("sent")
-    reminder.sent_at = at
+def mark_sent(session: Session, config: Config, reminder: models.Reminder, at: datetime) -> None:
+    """As a send does it: claimed, taken, its words written as it goes, then sent."""
+    session.flush()
+    # Claimed by the dispatcher: that claims every due row, and only this one is wanted here.
+    session.execute(
+        update(models.Reminder).where(models.Reminder.id == reminder.id).values(state="queued")
+    )
+    (held,) = lifecycle.begin(session, [reminder.id], at)
+    assert lifecycle.write_words(session, held, wording.write(config, reminder))
+    assert lifecycle.sent(
+        session, held, provider_id=f"test-{reminder.id}", delivery_status=None,
+        transport="outbox", seconds=None, now=at,
+    )  # fmt: skip
+    session.refresh(reminder)
 
 
 def words(config: Config, reminder: models.Reminder) -> str:
@@ -63,7 +70,7 @@ def test_enrol_schedules_every_reminder_and_its_words_are_written_as_it_goes(
     assert stop.safety_critical and stop.body is None  # nothing written yet
     assert "(Friday 4 December) is the last day to take warfarin" in words(config, stop)
     email = next(r for r in stored if r.rule == "fasting" and r.channel == "email")
-    mark_sent(config, email, email.send_at)
+    mark_sent(session, config, email, email.send_at)
     assert email.subject and email.body_html and email.body and "2:30am" in email.body
     assert email.template_version and email.language == "en-GB" and email.fingerprint
     patient = result.enrolment.patient
@@ -111,7 +118,7 @@ def test_a_reschedule_that_changes_a_sent_stop_date_sends_a_correction_and_tells
     result = enrolments.enrol(session, config, warfarin_patient(), now=ENROLLED, actor="alice")
     for reminder in rows(session, result.enrolment):
         if reminder.rule in ("booking-confirmation", "anticoagulant-plan"):
-            mark_sent(config, reminder, ENROLLED)
+            mark_sent(session, config, reminder, ENROLLED)
     session.commit()
 
     # Moved a week later: the last dose is now Friday 11 December, not Friday 4 December.
@@ -145,7 +152,7 @@ def test_a_change_that_leaves_a_sent_instruction_alone_needs_no_correction(
     result = enrolments.enrol(session, config, warfarin_patient(), now=ENROLLED, actor="alice")
     for reminder in rows(session, result.enrolment):
         if reminder.rule == "anticoagulant-plan":
-            mark_sent(config, reminder, ENROLLED)
+            mark_sent(session, config, reminder, ENROLLED)
     session.commit()
     # Same day, an hour later: the blood-thinner dates do not change.
     moved = enrolments.enrol(
@@ -217,7 +224,7 @@ def test_a_reschedule_plans_again_what_the_patient_had_for_the_old_date(
                             restart_days=None), now=ENROLLED, actor="alice")  # fmt: skip
     for reminder in rows(session, result.enrolment):
         if reminder.send_at <= utc(2026, 12, 9, 19):
-            mark_sent(config, reminder, reminder.send_at)
+            mark_sent(session, config, reminder, reminder.send_at)
     session.commit()
     moved = enrolments.enrol(
         session, config,

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 from world import EMAIL, PHONE, World
 
-from reminders.delivery import core as delivery
+from reminders.delivery import sweep
 from reminders.interfaces.web.app import create_app
 from reminders.settings import Settings
 from reminders.store import models
@@ -218,7 +218,7 @@ def test_a_medication_instruction_that_never_arrived_goes_on_the_call_list(
             anticoagulant_hold_days=1, anticoagulant_restart_days=0)  # fmt: skip
     w.deliver()  # the plan message fails at once
     w.clock.advance(days=3)
-    delivery.sweep(w.factory, w.config, w.transports, clock=w.clock)
+    sweep.sweep(w.factory, w.config, w.transports, clock=w.clock)
     with session_scope(w.factory) as session:
         calls = session.scalars(
             select(models.AttentionItem).where(models.AttentionItem.kind == "not-delivered")

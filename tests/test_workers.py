@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -18,13 +19,13 @@ import pytest
 from fakes.smtp import FakeSmtp
 from fakes.twilio import FakeTwilio
 from processes import BIN, CeleryProcess, RedisServer, wait_for
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from reminders.interfaces.tasks import Queues
 from reminders.settings import PROJECT_ROOT
-from reminders.store import models
+from reminders.store import lifecycle, models
 from reminders.store.db import make_sessionmaker, session_scope
 
 Start = Callable[..., CeleryProcess]
@@ -232,6 +233,43 @@ def test_a_faulty_provider_still_gets_each_message_once(
     wait_for(settled(factory, 300), timeout=120, what="all 300 settled despite faults")
     assert fake_twilio.outcomes["500"] > 0 and fake_twilio.outcomes["timeout-after-accept"] > 0
     assert_each_sent_once(fake_twilio, factory, 300)
+
+
+def test_a_poison_row_fails_alone_and_its_batch_mates_go_once(
+    celery: Start, delivery_env: dict[str, str], fake_twilio: FakeTwilio,
+    factory: sessionmaker[Session], tmp_path: Path,
+) -> None:  # fmt: skip
+    """A message that stops the worker sending it, every time: a template that never finishes
+    for one patient's data, until the task's time limit kills the process. It must not take
+    its batch-mates with it more than once, nor be tried for ever."""
+    templates = tmp_path / "templates"
+    shutil.copytree(PROJECT_ROOT / "templates", templates)
+    sms = templates / "en-GB" / "booking-confirmation" / "sms.txt"
+    endless = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"
+    sms.write_text(f'{{% if first_name == "Poison" %}}{endless}{{% endif %}}' + sms.read_text())
+    delivery_env["REMINDERS_TEMPLATES_DIR"] = str(templates)
+    make_due(factory, 20)
+    with session_scope(factory) as session:
+        first = select(models.Enrolment.patient_id).where(models.Enrolment.booking_ref == "BULK-0")
+        session.execute(
+            update(models.Patient)
+            .where(models.Patient.id == first.scalar_subquery())
+            .values(name="Poison Pill")
+        )
+    celery("worker")
+    celery("beat")
+    wait_for(settled(factory, 20), timeout=120, what="the 19 sent and the poison row failed")
+    numbers = Counter(m["to"] for m in fake_twilio.messages)
+    assert len(numbers) == 19 and set(numbers.values()) == {1}
+    with session_scope(factory) as session:
+        poison = session.scalars(
+            select(models.Reminder).where(models.Reminder.state == "failed")
+        ).one()
+        assert poison.enrolment.patient.name == "Poison Pill"
+        assert poison.crashes == lifecycle.MAX_CRASHES and poison.attempts == lifecycle.MAX_CRASHES
+        items = session.scalars(select(models.AttentionItem)).all()
+        assert [(i.kind, i.reminder_id) for i in items] == [("delivery-failed", poison.id)]
+        assert "stopped before it was sent" in items[0].message
 
 
 def test_tasks_are_not_left_in_redis_for_future_reminders(

@@ -14,14 +14,21 @@ from sqlalchemy.orm import Session, sessionmaker
 from reminders.config import Config
 from reminders.core.enrolment import Enrolment
 from reminders.core.rendering import Message
-from reminders.delivery import core as delivery
+from reminders.delivery import send
+from reminders.delivery.dispatch import CLAIM_LIMIT
+from reminders.delivery.transports import Transports
 from reminders.services import enrolments, wording
 from reminders.settings import Settings
-from reminders.store import models
+from reminders.store import lifecycle, models
 from reminders.store.db import make_sessionmaker, session_scope
 
 PHONE = "+447911100010"
 EMAIL = "megan.price@example.org"
+
+
+def claim_due(session: Session, now: datetime) -> list[int]:
+    """What one dispatcher round claims, as the ids it would queue."""
+    return [row.id for row in lifecycle.claim(session, now, CLAIM_LIMIT)]
 
 
 class Clock:
@@ -44,7 +51,7 @@ class World:
 
     factory: sessionmaker[Session]
     config: Config
-    transports: delivery.Transports
+    transports: Transports
     clock: Clock
 
     def enrol(self, *, config: Config | None = None, **fields: object) -> int:
@@ -65,12 +72,12 @@ class World:
             return result.enrolment.id
 
     def deliver(
-        self, *, config: Config | None = None, transports: delivery.Transports | None = None
+        self, *, config: Config | None = None, transports: Transports | None = None
     ) -> dict[str, int]:
         """One dispatcher round and the sends it queues, in this process."""
         with session_scope(self.factory) as session:
-            ids = delivery.claim_due(session, self.clock.now)
-        return delivery.send_reminders(
+            ids = claim_due(session, self.clock.now)
+        return send.send_reminders(
             self.factory, config or self.config, transports or self.transports, ids,
             clock=self.clock,
         )  # fmt: skip
@@ -97,6 +104,6 @@ def make_world(db_engine: Engine, delivery_env: dict[str, str]) -> World:
     return World(
         make_sessionmaker(db_engine),
         config,
-        delivery.Transports.from_settings(config.settings),
+        Transports.from_settings(config.settings),
         Clock(),
     )

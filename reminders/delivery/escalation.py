@@ -8,10 +8,10 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from reminders.store import models
+from reminders.store import journal, models
+from reminders.store.lifecycle import NOT_RECEIVED
 
 R = models.Reminder
-NOT_RECEIVED = ("undelivered", "failed")
 
 
 def reached_patient(reminder: models.Reminder) -> bool:
@@ -37,24 +37,9 @@ def escalate(session: Session, now: datetime) -> int:
         if reminders[0].enrolment.status == models.ENROLMENT_CANCELLED:
             continue
         message = f"Call the patient: '{rule}' did not reach them before it was needed."
-        known = session.scalar(
-            select(models.AttentionItem.id).where(
-                models.AttentionItem.enrolment_id == enrolment_id,
-                models.AttentionItem.kind == "not-delivered",
-                models.AttentionItem.message == message,
-            )
-        )
-        if known is not None:
-            continue
-        session.add(
-            models.AttentionItem(
-                enrolment_id=enrolment_id,
-                reminder_id=reminders[0].id,
-                kind="not-delivered",
-                message=message,
-                needs_call=True,
-                created_at=now,
-            )
-        )
-        added += 1
+        item = journal.note(
+            session, "not-delivered", message, now=now, enrolment_id=enrolment_id,
+            reminder_id=reminders[0].id,
+        )  # fmt: skip
+        added += item is not None
     return added

@@ -18,7 +18,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from reminders.config import Config
-from reminders.delivery import core as delivery
+from reminders.delivery import dispatch, send, sweep
+from reminders.delivery.transports import Transports
 from reminders.services import retention
 from reminders.settings import Settings
 from reminders.store.db import make_engine, make_sessionmaker, session_scope
@@ -56,8 +57,8 @@ class Runtime:
         return make_sessionmaker(self.engine)
 
     @cached_property
-    def transports(self) -> delivery.Transports:
-        return delivery.Transports.from_settings(self.settings)
+    def transports(self) -> Transports:
+        return Transports.from_settings(self.settings)
 
     @cached_property
     def pool(self) -> ThreadPoolExecutor:
@@ -107,21 +108,19 @@ def dispatch_due(self: Any) -> int:
             depth = connection.default_channel.client.llen(Queues.SEND)
         return int(depth) * SEND_BATCH
 
-    return delivery.dispatch(rt.sessions, publish_send, clock=now, backlog=backlog)
+    return dispatch.dispatch(rt.sessions, publish_send, clock=now, backlog=backlog)
 
 
 @shared_task(name="reminders.send_reminders", ignore_result=True, acks_late=True)
 def send_reminders(ids: list[int]) -> dict[str, int]:
     rt = runtime()
-    return delivery.send_reminders(
-        rt.sessions, rt.config, rt.transports, ids, clock=now, pool=rt.pool
-    )
+    return send.send_reminders(rt.sessions, rt.config, rt.transports, ids, clock=now, pool=rt.pool)
 
 
 @shared_task(name="reminders.sweep", ignore_result=True)
-def sweep() -> dict[str, int]:
+def sweep_stalled() -> dict[str, int]:
     rt = runtime()
-    return delivery.sweep(rt.sessions, rt.config, rt.transports, clock=now)
+    return sweep.sweep(rt.sessions, rt.config, rt.transports, clock=now)
 
 
 @shared_task(name="reminders.purge", ignore_result=True)

@@ -9,7 +9,6 @@ has 256 bits of entropy and cannot be guessed from a dictionary.
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from reminders.core.enrolment import parse_email
-from reminders.store import models
+from reminders.store import journal, models
 
 MIN_PASSWORD_LENGTH = 12
 # Failed logins allowed in a row before each further attempt must wait, and the longest wait.
@@ -94,11 +93,14 @@ def _existing(session: Session, email: str) -> models.User:
 
 
 def _audit(
-    session: Session, now: datetime, actor: str, action: str, user: models.User, **detail: str
-) -> None:
+    session: Session, now: datetime, actor: str, action: str, user: models.User,
+    role: str | None = None,
+) -> None:  # fmt: skip
     """Whose account an administrator changed (staff addresses, not patient data)."""
-    shown = json.dumps({"email": user.email, **detail}, sort_keys=True)
-    session.add(models.AuditEntry(at=now, actor=actor, action=action, detail=shown))
+    if role is None:
+        journal.audit(session, actor, action, now=now, email=user.email)
+    else:
+        journal.audit(session, actor, action, now=now, email=user.email, role=role)
 
 
 def reset_password(
@@ -201,6 +203,7 @@ def authenticate(session: Session, email: str, password: str, now: datetime) -> 
         # Refused in the same words and time as a wrong password: a switched-off account
         # is not told apart from one that never was.
         _verify(_dummy_hash(), password)
+        journal.audit(session, "anonymous", "login-failed", now=now)
         return None
     wait = wait_before_next_attempt(user, now)
     if wait > timedelta(0):
@@ -208,12 +211,20 @@ def authenticate(session: Session, email: str, password: str, now: datetime) -> 
     if not _verify(user.password_hash, password):
         user.failed_logins += 1
         user.last_failed_at = now
+        journal.audit(session, "anonymous", "login-failed", now=now)
         return None
     user.failed_logins = 0
     user.last_failed_at = None
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = _hasher.hash(password)
+    journal.audit(session, user.email, "login", now=now)
     return user
+
+
+def log_out(session: Session, user: models.User, now: datetime) -> None:
+    """End every session of this user, here and on every other computer."""
+    user.sessions_valid_after = now
+    journal.audit(session, user.email, "logout", now=now)
 
 
 def _verify(password_hash: str, password: str) -> bool:
@@ -241,11 +252,7 @@ def add_token(session: Session, *, name: str, now: datetime, actor: str) -> NewT
     token = models.ApiToken(name=name, token_hash=_digest(secret), created_at=now)
     session.add(token)
     session.flush()
-    session.add(
-        models.AuditEntry(
-            at=now, actor=actor, action="token-add", detail=json.dumps({"token": token.id})
-        )
-    )
+    journal.audit(session, actor, "token-add", now=now, token=token.id)
     return NewToken(token, secret)
 
 
@@ -256,11 +263,7 @@ def revoke_token(session: Session, *, token_id: int, now: datetime, actor: str) 
         raise AccountError(f"token: there is no token {token_id}")
     if token.revoked_at is None:
         token.revoked_at = now
-        session.add(
-            models.AuditEntry(
-                at=now, actor=actor, action="token-revoke", detail=json.dumps({"token": token.id})
-            )
-        )
+        journal.audit(session, actor, "token-revoke", now=now, token=token.id)
     return token
 
 

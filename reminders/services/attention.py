@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from reminders.store import models
+from reminders.store import journal, models
 
 
 class AlreadyResolved(ValueError):
@@ -20,9 +19,7 @@ def resolve(session: Session, item: models.AttentionItem, *, now: datetime, acto
         raise AlreadyResolved(f"{item.resolved_by} already dealt with this")
     item.resolved_at = now
     item.resolved_by = actor
-    session.add(
-        models.AuditEntry(
-            at=now, actor=actor, action="resolve", enrolment_id=item.enrolment_id,
-            detail=json.dumps({"kind": item.kind, "item": item.id}),
-        )
+    journal.audit(
+        session, actor, "resolve", now=now, enrolment_id=item.enrolment_id, kind=item.kind,
+        item=item.id,
     )  # fmt: skip

@@ -8,7 +8,6 @@ row is one transaction.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -32,7 +31,7 @@ from reminders.core.schedule import (
     plan_corrections,
     review_sent,
 )
-from reminders.store import models
+from reminders.store import journal, lifecycle, models
 
 # Enrolment fields that, when changed, change what the patient receives.
 _SCHEDULE_FIELDS = (
@@ -109,43 +108,11 @@ def _store_fields(row: models.Enrolment, enrolment: Enrolment, starts_at: dateti
     row.anticoagulant_restart_days = enrolment.anticoagulant_restart_days
 
 
-def _audit(
-    session: Session, actor: str, action: str, row: models.Enrolment | None, now: datetime,
-    **detail: object,
-) -> None:  # fmt: skip
-    session.add(
-        models.AuditEntry(
-            at=now,
-            actor=actor,
-            action=action,
-            enrolment_id=row.id if row is not None else None,
-            detail=json.dumps(detail, default=str, sort_keys=True) if detail else None,
-        )
-    )
-
-
-def _attention(
+def _warn(
     session: Session, row: models.Enrolment, kind: str, messages: list[str], now: datetime
 ) -> None:
-    """Put warnings on the staff's call list, once: an update that repeats a warning still
-    waiting to be dealt with does not add it again."""
-    waiting = set(
-        session.scalars(
-            select(models.AttentionItem.message).where(
-                models.AttentionItem.enrolment_id == row.id,
-                models.AttentionItem.kind == kind,
-                models.AttentionItem.resolved_at.is_(None),
-            )
-        )
-    )
-    for message in dict.fromkeys(messages):
-        if message in waiting:
-            continue
-        session.add(
-            models.AttentionItem(
-                enrolment_id=row.id, kind=kind, message=message, needs_call=True, created_at=now
-            )
-        )
+    for message in messages:
+        journal.note(session, kind, message, now=now, enrolment_id=row.id)
 
 
 def reminder_values(
@@ -164,7 +131,7 @@ def reminder_values(
     return {
         "rule": planned.rule,
         "channel": planned.channel,
-        "state": "scheduled",
+        "state": lifecycle.INITIAL,
         "send_at": planned.send_at,
         "deadline": planned.deadline,
         "expires_at": planned.expires,
@@ -186,18 +153,8 @@ def _same(row: models.Reminder, new: models.Reminder) -> bool:
     return all(getattr(row, k) == getattr(new, k) for k in keys)
 
 
-def _pending_update(session: Session, reminders: list[models.Reminder], **values: object) -> None:
-    """Change reminders only while they are still pending, in one conditional UPDATE: a worker
-    may have taken one into `sending` since it was read, and that must not be overwritten."""
-    ids = [r.id for r in reminders]
-    if not ids:
-        return
-    session.execute(
-        update(models.Reminder)
-        .where(models.Reminder.id.in_(ids), models.Reminder.state.in_(models.PENDING_STATES))
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
+def _expire(session: Session, reminders: list[models.Reminder]) -> None:
+    """Forget what was read of rows the lifecycle has just changed with a set-based UPDATE."""
     for reminder in reminders:
         session.expire(reminder)
 
@@ -248,13 +205,12 @@ def _replan(
         else:
             added.append(new)
     session.flush()
-    _pending_update(session, kept, schedule_version=version)
-    _pending_update(
-        session,
-        [r for r in row.reminders if r.pending and r not in kept],
-        state="cancelled",
-        cancel_reason="superseded",
-    )
+    # A row a worker took into `sending` since it was read is left to the worker, which finds
+    # the enrolment moved on and stops it.
+    superseded = [r for r in row.reminders if r.pending and r not in kept]
+    lifecycle.carry_over(session, [r.id for r in kept], version)
+    lifecycle.withdraw(session, [r.id for r in superseded], "superseded")
+    _expire(session, [*kept, *superseded])
     row.reminders.extend(added)
     session.flush()
     return added, schedule.warnings, corrections.warnings
@@ -298,8 +254,11 @@ def enrol(
             f"booking_ref: {ref} was enrolled at the same moment by someone else; try again"
         ) from None
     added, warnings, _ = _replan(session, config, row, now)
-    _attention(session, row, "late-enrolment", warnings, now)
-    _audit(session, actor, "enrol", row, now, booking_ref=ref, procedure=row.procedure)
+    _warn(session, row, "late-enrolment", warnings, now)
+    journal.audit(
+        session, actor, "enrol", now=now, enrolment_id=row.id, booking_ref=ref,
+        procedure=row.procedure,
+    )  # fmt: skip
     return EnrolResult(row, created=True, warnings=warnings, reminders=added)
 
 
@@ -327,10 +286,13 @@ def _update(
     _store_fields(row, after, starts_at)
     row.schedule_version += 1
     added, warnings, correction_warnings = _replan(session, config, row, now)
-    _attention(session, row, "late-enrolment", warnings, now)
-    _attention(session, row, "correction", correction_warnings, now)
+    _warn(session, row, "late-enrolment", warnings, now)
+    _warn(session, row, "correction", correction_warnings, now)
     action = "reschedule" if moved else "update"
-    _audit(session, actor, action, row, now, previous=previous, version=row.schedule_version)
+    journal.audit(
+        session, actor, action, now=now, enrolment_id=row.id, previous=previous,
+        version=row.schedule_version,
+    )  # fmt: skip
     return EnrolResult(
         row,
         created=False,
@@ -368,18 +330,14 @@ def _close(
     if row.status != models.ENROLMENT_ACTIVE:
         raise EnrolmentClosed(f"enrolment {row.booking_ref} is already {row.status}")
     session.flush()
-    _pending_update(
-        session,
-        [
-            r for r in row.reminders
-            if r.pending and protocol_rules.get(r.rule, "before") in phases
-        ],
-        state="cancelled",
-        cancel_reason=reason,
-    )  # fmt: skip
+    ending = [
+        r for r in row.reminders if r.pending and protocol_rules.get(r.rule, "before") in phases
+    ]
+    lifecycle.withdraw(session, [r.id for r in ending], reason)
+    _expire(session, ending)
     row.status = status
     row.ended_at = now
-    _audit(session, actor, action, row, now)
+    journal.audit(session, actor, action, now=now, enrolment_id=row.id)
     session.flush()
 
 

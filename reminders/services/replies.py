@@ -11,7 +11,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from reminders.core.protocols import Unit
-from reminders.store import models
+from reminders.store import journal, models
 
 # Twilio's own keyword lists (it confirms STOP and START to the patient itself).
 STOP_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "REVOKE"}
@@ -87,9 +87,4 @@ def _note(session: Session, sender: str, kind: str, message: str, now: datetime)
         .order_by(models.Enrolment.starts_at.desc())
         .limit(1)
     )
-    session.add(
-        models.AttentionItem(
-            enrolment_id=enrolment_id, kind=kind, message=message, needs_call=False,
-            created_at=now,
-        )
-    )  # fmt: skip
+    journal.note(session, kind, message, now=now, enrolment_id=enrolment_id)

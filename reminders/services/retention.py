@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
-from reminders.store import models
+from reminders.store import journal, models
 
 R, E = models.Reminder, models.Enrolment
 
@@ -79,13 +79,8 @@ def purge(session: Session, *, now: datetime, retention_days: int, actor: str) -
     ]  # fmt: skip
     session.execute(delete(models.Patient).where(models.Patient.id.in_(orphans)))
     purged = Purged(len(ids), sum(c for *_, c in counts), len(orphans))
-    session.add(
-        models.AuditEntry(
-            at=now, actor=actor, action="purge",
-            detail=(
-                f'{{"enrolments": {purged.enrolments}, "reminders": {purged.reminders}, '
-                f'"patients": {purged.patients}, "ended_before": "{cutoff:%Y-%m-%d}"}}'
-            ),
-        )
+    journal.audit(
+        session, actor, "purge", now=now, enrolments=purged.enrolments,
+        reminders=purged.reminders, patients=purged.patients, ended_before=f"{cutoff:%Y-%m-%d}",
     )  # fmt: skip
     return purged

@@ -46,16 +46,18 @@ def compose(
     return message, renderer.fingerprint_with(rule.template, reminder.channel, facts, context)
 
 
-def write(config: Config, reminder: models.Reminder) -> None:
-    """Write the reminder's words onto its row, as it is about to be sent. Raises RenderError
-    when they cannot be written."""
+def write(config: Config, reminder: models.Reminder) -> dict[str, object]:
+    """The reminder's words as the columns of its row, written as it is about to be sent
+    (`lifecycle.write_words` keeps them). Raises RenderError when they cannot be written."""
     message, fingerprint = compose(config, reminder)
-    reminder.body = message.body
-    reminder.subject = message.subject
-    reminder.body_html = message.html
-    reminder.template_version = message.template_version
-    reminder.language = message.language
-    reminder.fingerprint = fingerprint
+    return {
+        "body": message.body,
+        "subject": message.subject,
+        "body_html": message.html,
+        "template_version": message.template_version,
+        "language": message.language,
+        "fingerprint": fingerprint,
+    }
 
 
 def shown(config: Config, reminders: list[models.Reminder]) -> dict[int, Message | str | None]:

@@ -55,20 +55,7 @@ REMINDER_STATES = ("scheduled", "queued", "sending", "sent", "failed", "cancelle
 # Rows the dispatcher may still hand to a worker; a reschedule recomputes exactly these.
 PENDING_STATES = ("scheduled", "queued")
 
-# `sending` is committed before the provider is called, so a task delivered twice finds the row
-# already moved on and does nothing. Only the sweeper (a stuck `queued` row) and a transient
-# provider error (`sending` that certainly did not reach the patient) may go back to `scheduled`.
-TRANSITIONS: dict[str, frozenset[str]] = {
-    "scheduled": frozenset({"queued", "cancelled", "skipped"}),
-    "queued": frozenset({"sending", "scheduled", "cancelled", "skipped"}),
-    # A send re-checks the enrolment, the opt-outs and the expiry once it holds the row, and
-    # may then cancel or skip it rather than send.
-    "sending": frozenset({"sent", "failed", "scheduled", "cancelled", "skipped"}),
-    "sent": frozenset(),
-    "failed": frozenset(),
-    "cancelled": frozenset(),
-    "skipped": frozenset(),
-}
+# Every change of state is made by `reminders.store.lifecycle`, which lists the moves.
 
 # What the provider later says about a message we handed over; kept beside `state` because a
 # message can be `sent` by us and still `undelivered` to the handset.
@@ -247,7 +234,13 @@ class Reminder(Timestamped, Base):
     delivery_status: Mapped[str | None] = mapped_column(String(16))
     error_code: Mapped[str | None] = mapped_column(String(32))
     error_message: Mapped[str | None] = mapped_column(Text)
+    # Times a worker took it into `sending`: the attempt number a worker must still hold to
+    # settle it (lifecycle.Held). Only ever goes up.
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # What went wrong on those attempts, each with its cap (lifecycle): the provider failing
+    # or not answering, and the worker itself stopping while it held the row.
+    failures: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    crashes: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     sent_at: Mapped[datetime | None] = mapped_column()
     # When the dispatcher queued it and when the current attempt began: the sweepers recover a
     # row that has sat in either state too long (a lost task, a killed worker).
@@ -263,26 +256,6 @@ class Reminder(Timestamped, Base):
     @property
     def pending(self) -> bool:
         return self.state in PENDING_STATES
-
-    def move_to(self, state: str, *, reason: str | None = None) -> None:
-        """Change state only along TRANSITIONS.
-
-        A row can be touched by the dispatcher, a worker, a sweeper and a reschedule at once;
-        refusing an impossible move loudly is what keeps a sent message from being sent again.
-        """
-        if state not in TRANSITIONS.get(self.state, frozenset()):
-            raise InvalidTransition(self.id, self.state, state)
-        self.state = state
-        if state in ("cancelled", "skipped") and reason is not None:
-            self.cancel_reason = reason
-
-
-class InvalidTransition(Exception):
-    def __init__(self, reminder_id: int | None, current: str, wanted: str) -> None:
-        self.reminder_id = reminder_id
-        self.current = current
-        self.wanted = wanted
-        super().__init__(f"reminder {reminder_id} cannot move from {current!r} to {wanted!r}")
 
 
 class OptOut(Base):

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from reminders.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -53,9 +56,15 @@ class DeliveryError(Exception):
 class PermanentError(DeliveryError):
     permanent = True
 
+    def __init__(self, message: str, *, code: str | None = None, opted_out: bool = False) -> None:
+        super().__init__(message, code=code)
+        # The recipient told the provider to stop (a STOP reply at the carrier): the transport
+        # knows its provider's code for it, and later reminders to them are skipped.
+        self.opted_out = opted_out
+
 
 class TransientError(DeliveryError):
-    permanent = False
+    pass
 
 
 class ConfigurationError(TransientError):
@@ -78,3 +87,32 @@ class Transport(Protocol):
         reconciling an ambiguous attempt; None if it does not; raise `DeliveryError` if the
         provider cannot tell now."""
         ...
+
+
+@dataclass(frozen=True)
+class Transports:
+    """The transport for each channel: the provider where one is configured, else the outbox
+    (messages recorded, not sent, and shown as such)."""
+
+    sms: Transport
+    email: Transport
+
+    def for_channel(self, channel: str) -> Transport:
+        return self.sms if channel == "sms" else self.email
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Transports:
+        from reminders.delivery.transports.outbox import Outbox
+        from reminders.delivery.transports.smtp_email import SmtpEmail
+        from reminders.delivery.transports.twilio_sms import TwilioSms
+
+        timeout = settings.provider_timeout
+        sms: Transport = Outbox()
+        if settings.twilio:
+            # Receipts come back to where the web app takes them (`TwilioSms.STATUS_PATH`).
+            callback = (
+                f"{settings.public_url}{TwilioSms.STATUS_PATH}" if settings.public_url else None
+            )
+            sms = TwilioSms(settings.twilio, status_callback=callback, timeout=timeout)
+        email: Transport = SmtpEmail(settings.smtp, timeout=timeout) if settings.smtp else Outbox()
+        return cls(sms=sms, email=email)

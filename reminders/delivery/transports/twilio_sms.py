@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import requests
 from requests.adapters import HTTPAdapter
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 from urllib3.exceptions import NewConnectionError
@@ -29,13 +29,14 @@ CONNECTIONS = 32
 CONFIGURATION_CODES = {20003, 20404, 21603, 21606, 21704}
 RECONCILE_LOOKBACK = 50  # newest messages to one number checked when settling an attempt
 
+OPTED_OUT = 21610  # the recipient replied STOP to this sender at the carrier
 # Twilio errors that no retry can cure: the destination itself is wrong or has refused.
 # https://www.twilio.com/docs/api/errors
 PERMANENT_CODES = {
     21211: "invalid 'To' phone number",
     21214: "'To' number cannot be reached",
     21408: "permission to send to this region is not enabled",
-    21610: "the recipient has replied STOP to this sender",
+    OPTED_OUT: "the recipient has replied STOP to this sender",
     21612: "the 'To' number cannot receive messages from this sender",
     21614: "'To' number is not a valid mobile number",
     30003: "unreachable destination handset",
@@ -47,8 +48,26 @@ PERMANENT_CODES = {
 logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
 
 
+# Twilio's message statuses in our words (lifecycle.RANK): Twilio has more steps than staff
+# need to see.
+STATUSES = {
+    "accepted": "queued", "scheduled": "queued", "queued": "queued", "sending": "queued",
+    "sent": "sent", "delivered": "delivered", "read": "delivered",
+    "undelivered": "undelivered", "failed": "failed", "canceled": "failed",
+}  # fmt: skip
+
+
 class TwilioSms:
     name = "twilio"
+    # Where Twilio posts its receipts and patients' replies, under REMINDERS_PUBLIC_URL; the
+    # web app serves these paths and checks Twilio's signature against them.
+    STATUS_PATH = "/webhooks/twilio/status"
+    INBOUND_PATH = "/webhooks/twilio/inbound"
+
+    @staticmethod
+    def delivery_status(twilio_status: str) -> str | None:
+        """Twilio's status in our words, or None for one we do not know."""
+        return STATUSES.get(twilio_status)
 
     def __init__(
         self, settings: TwilioSettings, *, status_callback: str | None, timeout: float
@@ -99,6 +118,9 @@ class TwilioSms:
             recent = self.client.messages.list(to=message.to, limit=RECONCILE_LOOKBACK)
         except TwilioRestException as exc:
             raise TransientError(f"Twilio could not list messages: {exc.status}") from None
+        except TwilioException as exc:
+            # The client's paging raises the base class (a page it cannot read, say).
+            raise TransientError(f"Twilio could not list messages: {type(exc).__name__}") from None
         except requests.exceptions.RequestException as exc:
             raise TransientError(f"could not reach Twilio: {type(exc).__name__}") from None
         for candidate in recent:
@@ -122,7 +144,7 @@ def _error(exc: TwilioRestException) -> DeliveryError:
     if exc.status == 429 or (exc.status or 0) >= 500:
         return TransientError(f"Twilio answered {exc.status}", code=code or str(exc.status))
     if exc.code in PERMANENT_CODES:
-        return PermanentError(PERMANENT_CODES[exc.code], code=code)
+        return PermanentError(PERMANENT_CODES[exc.code], code=code, opted_out=exc.code == OPTED_OUT)
     if exc.status in (401, 403) or exc.code in CONFIGURATION_CODES:
         return ConfigurationError(
             f"Twilio refused our account settings ({exc.status})", code=code or str(exc.status)

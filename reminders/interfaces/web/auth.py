@@ -157,7 +157,6 @@ def login(request: Request, session: DbSession, now: Now, form: CheckedForm) -> 
             request, "login.html", next=target, email=email, error=str(exc), status_code=429
         )
     if user is None:
-        session.add(models.AuditEntry(at=now, actor="anonymous", action="login-failed"))
         return page(
             request, "login.html", next=target, email=email,
             error="The email address or password is not right.", status_code=401,
@@ -166,14 +165,12 @@ def login(request: Request, session: DbSession, now: Now, form: CheckedForm) -> 
     request.session.clear()
     request.session.update(user=user.id, began=now.timestamp())
     csrf_token(request)
-    session.add(models.AuditEntry(at=now, actor=user.email, action="login"))
     return RedirectResponse(target, status_code=303)
 
 
 @router.post("/logout")
 def logout(request: Request, session: DbSession, now: Now, form: StaffForm) -> Response:
     user: models.User = request.state.user
-    user.sessions_valid_after = now
-    session.add(models.AuditEntry(at=now, actor=user.email, action="logout"))
+    accounts.log_out(session, user, now)
     request.session.clear()
     return RedirectResponse("/login", status_code=303)

@@ -1,5 +1,6 @@
 """Webhooks Twilio calls: no login, a valid `X-Twilio-Signature` instead. The handlers only
-check and record; the rules live in `reminders.delivery.core`."""
+check and record; the rules live in `reminders.delivery.receipts` and `reminders.services.replies`,
+and Twilio's own words are translated by its transport."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from fastapi.responses import HTMLResponse
 from twilio.request_validator import RequestValidator
 
 from reminders.core import unsubscribe
-from reminders.delivery import core as delivery
+from reminders.delivery import receipts
+from reminders.delivery.transports.twilio_sms import TwilioSms
 from reminders.services import replies
 from reminders.settings import Settings
 from reminders.store import models
@@ -20,8 +22,8 @@ from reminders.store.db import session_scope
 from reminders.store.models import utcnow
 
 router = APIRouter()
-STATUS_PATH = "/webhooks/twilio/status"
-INBOUND_PATH = "/webhooks/twilio/inbound"
+STATUS_PATH = TwilioSms.STATUS_PATH
+INBOUND_PATH = TwilioSms.INBOUND_PATH
 
 
 async def signed_form(request: Request, settings: Settings, path: str) -> dict[str, str] | None:
@@ -59,11 +61,12 @@ def twilio_status(
     if form is None:
         return FORBIDDEN
     with session_scope(request.app.state.sessions) as session:
-        delivery.record_status(
+        receipts.record(
             session,
             form.get("MessageSid", ""),
-            form.get("MessageStatus", ""),
+            TwilioSms.delivery_status(form.get("MessageStatus", "")),
             form.get("ErrorCode") or None,
+            utcnow(),
         )
     return Response(status_code=204)
 

@@ -1,0 +1,343 @@
+"""A reminder's life: the only code that changes `Reminder.state` (and `delivery_status`).
+
+Every change is one conditional UPDATE generated from `MOVES`: the row moves only if it is
+still in one of the move's source states (and, for a row a worker holds, still at the attempt
+that worker began). Zero rows back means someone else got there first: another dispatcher, the
+sweeper, a reschedule. That, not a lock held across a provider call, is what keeps a message
+from going out twice while dispatchers, workers, sweepers and staff all touch the same rows.
+
+The caps are here too, so that no caller can forget them: a row whose provider keeps failing
+(`MAX_FAILURES`) or that keeps stopping the worker sending it (`MAX_CRASHES`, a poison row) is
+failed with its reason instead of being tried for ever. Callers tell staff (`journal`); this
+module only moves rows and says which moved.
+
+It lives with the store because enrolments (a reschedule withdraws pending rows) and delivery
+both move reminders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from sqlalchemy import ColumnElement, and_, case, literal, select, update
+from sqlalchemy.orm import Session
+
+from reminders.store import models
+
+R = models.Reminder
+SCHEDULED, QUEUED, SENDING, SENT, FAILED, CANCELLED, SKIPPED = models.REMINDER_STATES
+PENDING = models.PENDING_STATES
+INITIAL = SCHEDULED  # where every new reminder starts
+
+# Transient provider failures (a 500, a rate limit, an answer that never came and the provider
+# then did not have the message) before a reminder is failed for good; its expiry usually ends
+# it sooner.
+MAX_FAILURES = 8
+# Times a worker stopped (killed, timed out, or raised unexpectedly) while it held the row. A
+# batch-mate of a poison row is caught once with it; from then on a row that has crashed is
+# sent on its own (`claim` says which), so only the poison row reaches this.
+MAX_CRASHES = 3
+
+
+@dataclass(frozen=True)
+class Move:
+    sources: tuple[str, ...]
+    target: str
+    why: str
+
+
+MOVES: dict[str, Move] = {
+    "claim": Move((SCHEDULED,), QUEUED, "due: the dispatcher takes it for a worker"),
+    "begin": Move((QUEUED,), SENDING, "a worker takes it, committed before the provider call"),
+    "requeue": Move((QUEUED,), SCHEDULED, "its task was lost: the sweeper puts it back"),
+    "retry": Move((SENDING,), SCHEDULED, "it certainly did not reach the patient: later"),
+    "sent": Move((SENDING,), SENT, "the provider took it"),
+    "fail": Move((SENDING,), FAILED, "it cannot be sent; the reason is kept for staff"),
+    "stop": Move((SENDING,), CANCELLED, "at sending: the enrolment is cancelled or moved"),
+    "drop": Move((SENDING,), SKIPPED, "at sending: opted out, too late, no way to reach them"),
+    "withdraw": Move(PENDING, CANCELLED, "before sending: the enrolment is cancelled or moved"),
+}
+
+
+class Held(NamedTuple):
+    """A row a worker took into `sending`, at its attempt number: the fence that keeps a late
+    or paused worker from settling an attempt that is no longer its own."""
+
+    id: int
+    attempt: int
+
+
+def _move(session: Session, name: str, *where: ColumnElement[bool], **values: Any) -> list[int]:
+    """Apply the move `name` to the rows in its source states that match `where`; the ids of
+    those that moved."""
+    return sorted(row[0] for row in _moving(session, name, *where, **values))
+
+
+def _moving(
+    session: Session,
+    name: str,
+    *where: ColumnElement[bool],
+    returning: tuple[Any, ...] = (R.id,),
+    **values: Any,
+) -> list[Any]:
+    move = MOVES[name]
+    return list(
+        session.execute(
+            update(R)
+            .where(R.state.in_(move.sources), *where)
+            .values(state=move.target, **values)
+            .returning(*returning)
+            .execution_options(synchronize_session=False)
+        )
+    )
+
+
+def _fence(held: Held) -> ColumnElement[bool]:
+    return and_(R.id == held.id, R.attempts == held.attempt)
+
+
+# --- the dispatcher and the worker -----------------------------------------------------------
+
+
+class Claimed(NamedTuple):
+    id: int
+    crashes: int  # above 0: it stopped a worker before, so it is sent on its own
+
+
+def claim(session: Session, now: datetime, limit: int) -> list[Claimed]:
+    """Take up to `limit` due reminders for sending, oldest first.
+
+    On PostgreSQL the inner SELECT skips rows another dispatcher has locked (FOR UPDATE SKIP
+    LOCKED), so two dispatchers share the work instead of queueing behind each other; SQLite
+    runs one writer at a time. The outer state check makes a row claimable exactly once."""
+    due = (
+        select(R.id)
+        .where(R.state == SCHEDULED, R.send_at <= now)
+        .order_by(R.send_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    rows = _moving(
+        session, "claim", R.id.in_(due.scalar_subquery()), queued_at=now,
+        returning=(R.id, R.crashes),
+    )  # fmt: skip
+    return sorted(Claimed(reminder_id, crashes) for reminder_id, crashes in rows)
+
+
+def begin(session: Session, ids: Sequence[int], now: datetime) -> list[Held]:
+    """Take queued rows into `sending` for this worker. A row already taken (a task delivered
+    twice, a second dispatcher's copy) is not returned, and so is not sent again. The last
+    attempt's error is cleared, so what is found on a stalled row is this attempt's."""
+    if not ids:
+        return []
+    rows = _moving(
+        session, "begin", R.id.in_(ids), sending_at=now, attempts=R.attempts + 1,
+        error_code=None, error_message=None, returning=(R.id, R.attempts),
+    )  # fmt: skip
+    return sorted(Held(reminder_id, attempt) for reminder_id, attempt in rows)
+
+
+def write_words(session: Session, held: Held, words: dict[str, object]) -> bool:
+    """Keep what the reminder says on its row, as it is about to go; False if the worker no
+    longer holds it (then it must not be sent)."""
+    done = session.execute(
+        update(R)
+        .where(_fence(held), R.state == SENDING)
+        .values(**words)
+        .returning(R.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    return done is not None
+
+
+def sent(
+    session: Session, held: Held, *, provider_id: str, delivery_status: str | None,
+    transport: str, seconds: float | None, now: datetime,
+) -> bool:  # fmt: skip
+    return bool(
+        _move(
+            session,
+            "sent",
+            _fence(held),
+            sent_at=now,
+            provider_id=provider_id,
+            delivery_status=delivery_status,
+            transport=transport,
+            provider_seconds=seconds,
+            error_code=None,
+            error_message=None,
+        )
+    )
+
+
+def unsure(
+    session: Session, held: Held, *, code: str | None, message: str, transport: str,
+    seconds: float | None,
+) -> bool:  # fmt: skip
+    """The request left and no answer came: the row stays `sending`, with the error, until the
+    sweeper has asked the provider (`stalled`)."""
+    done = session.execute(
+        update(R)
+        .where(_fence(held), R.state == SENDING)
+        .values(
+            error_code=code,
+            error_message=message,
+            transport=transport,
+            provider_seconds=seconds,
+        )
+        .returning(R.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    return done is not None
+
+
+def fail(
+    session: Session, held: Held, *, code: str | None, message: str, transport: str | None,
+    seconds: float | None = None,
+) -> bool:  # fmt: skip
+    return bool(
+        _move(
+            session,
+            "fail",
+            _fence(held),
+            error_code=code,
+            error_message=message,
+            transport=transport,
+            provider_seconds=seconds,
+        )
+    )
+
+
+def retry(
+    session: Session, held: Held, *, at: datetime, counts: str | None, code: str | None,
+    message: str | None, transport: str | None = None, seconds: float | None = None,
+) -> str | None:  # fmt: skip
+    """Put the row back to go again at `at`. `counts` says what the attempt counts against:
+    "failures" (the provider's), "crashes" (the worker's), or None (nothing went wrong with
+    the reminder: the sending window was shut, our own settings were wrong). Returns the state
+    it ended in: `scheduled`, or `failed` when a cap is reached or `at` is past its expiry;
+    None when the worker no longer holds it."""
+    values: dict[str, Any] = {
+        "error_code": code, "error_message": message, "transport": transport,
+        "provider_seconds": seconds,
+    }  # fmt: skip
+    worthless = literal(at, R.send_at.type) >= R.expires_at
+    if counts is not None:
+        column = R.failures if counts == "failures" else R.crashes
+        cap = MAX_FAILURES if counts == "failures" else MAX_CRASHES
+        values[counts] = column + 1
+        if _move(session, "fail", _fence(held), (column + 1 >= cap) | worthless, **values):
+            return FAILED
+    elif _move(session, "fail", _fence(held), worthless, **values):
+        return FAILED
+    return SCHEDULED if _move(session, "retry", _fence(held), send_at=at, **values) else None
+
+
+def stop(session: Session, held: Held, state: str, reason: str) -> bool:
+    """Found at sending that it must not go: `cancelled` (the enrolment changed) or `skipped`
+    (opted out, too late, no way to reach them), with the reason."""
+    name = "stop" if state == CANCELLED else "drop"
+    return bool(_move(session, name, _fence(held), cancel_reason=reason))
+
+
+# --- the sweeper ------------------------------------------------------------------------------
+
+
+def requeue_lost(session: Session, cutoff: datetime) -> list[int]:
+    """Queued before `cutoff` and never taken: its task was lost (a flushed Redis)."""
+    return _move(session, "requeue", R.queued_at < cutoff)
+
+
+def release_unwritten(
+    session: Session, cutoff: datetime, now: datetime
+) -> tuple[list[int], list[int]]:
+    """Rows taken into `sending` before `cutoff` whose words were never written: their worker
+    stopped before it could reach the provider (the words are committed first), so they go
+    back at once. Each counts as a crash; returns (put back, failed at the crash cap)."""
+    stalled = (R.state == SENDING, R.sending_at < cutoff, R.body.is_(None))
+    message = "the worker sending it stopped before it was sent, more than once"
+    failed = _move(
+        session, "fail", *stalled, R.crashes + 1 >= MAX_CRASHES,
+        crashes=R.crashes + 1, error_message=message,
+    )  # fmt: skip
+    released = _move(session, "retry", *stalled, crashes=R.crashes + 1, send_at=now)
+    return released, failed
+
+
+class Stalled(NamedTuple):
+    held: Held
+    since: datetime
+    unanswered: bool  # the provider did not answer (counts as its failure); else a crash
+
+
+def stalled(session: Session, cutoff: datetime) -> list[Stalled]:
+    """Rows in `sending` since before `cutoff` with their words written: the provider may have
+    them, so it is asked before anything is resent."""
+    rows = session.execute(
+        select(R.id, R.attempts, R.sending_at, R.error_message)
+        .where(R.state == SENDING, R.sending_at < cutoff, R.body.is_not(None))
+        .order_by(R.id)
+    )
+    return [
+        Stalled(Held(reminder_id, attempt), since or cutoff, error is not None)
+        for reminder_id, attempt, since, error in rows
+    ]
+
+
+# --- enrolments change ------------------------------------------------------------------------
+
+
+def withdraw(session: Session, ids: Iterable[int], reason: str) -> list[int]:
+    """Cancel reminders that have not been taken for sending yet (a cancelled or moved
+    enrolment). One taken meanwhile is left to its worker, which finds the enrolment changed."""
+    wanted = list(ids)
+    return _move(session, "withdraw", R.id.in_(wanted), cancel_reason=reason) if wanted else []
+
+
+def carry_over(session: Session, ids: Iterable[int], version: int) -> list[int]:
+    """Pending reminders a reschedule keeps as they are, under the enrolment's new version."""
+    wanted = list(ids)
+    if not wanted:
+        return []
+    return sorted(
+        session.scalars(
+            update(R)
+            .where(R.id.in_(wanted), R.state.in_(PENDING))
+            .values(schedule_version=version)
+            .returning(R.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+
+
+# --- what the provider says later -------------------------------------------------------------
+
+# How far along each delivery status is: a receipt only ever moves a message forward, so a
+# late or replayed "sent" never overwrites "delivered". Final statuses share the last rank.
+RANK = {"queued": 0, "sent": 1, "delivered": 2, "undelivered": 2, "failed": 2}
+NOT_RECEIVED = ("undelivered", "failed")
+
+
+def receipt(
+    session: Session, provider_id: str, status: str, error_code: str | None
+) -> models.Reminder | None:
+    """Record a delivery receipt (in our words, `RANK`) for the message the provider knows by
+    `provider_id`; the reminder if it moved on, None if the receipt was old news."""
+    rank = case(*((R.delivery_status == name, value) for name, value in RANK.items()), else_=-1)
+    values: dict[str, Any] = {"delivery_status": status}
+    if status in NOT_RECEIVED:
+        values |= {
+            "error_code": error_code,
+            "error_message": f"the handset did not receive it ({status})",
+        }
+    moved = session.scalar(
+        update(R)
+        .where(R.provider_id == provider_id, rank < RANK[status])
+        .values(**values)
+        .returning(R.id)
+        .execution_options(synchronize_session=False)
+    )
+    return None if moved is None else session.get(R, moved, populate_existing=True)
