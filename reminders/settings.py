@@ -152,7 +152,7 @@ class Settings:
         public = env.get("REMINDERS_PUBLIC_URL")
         return cls(
             database_url=env.get("REMINDERS_DATABASE_URL")
-            or f"sqlite:///{Path('var').resolve() / 'reminders.store.db'}",
+            or f"sqlite:///{Path('var').resolve() / 'reminders.db'}",
             timezone=parse_timezone(
                 env.get("REMINDERS_TIMEZONE", "Europe/London"), source="REMINDERS_TIMEZONE"
             ),

@@ -114,7 +114,7 @@ def _postgresql_engine(postgres_server: PostgresServer) -> Iterator[Engine]:
 
 @pytest.fixture(scope="session")
 def _sqlite_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'reminders.store.db'}"
+    url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'reminders.db'}"
     upgrade(url)
     engine = make_engine(url)
     yield engine
@@ -200,10 +200,12 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 @pytest.fixture
 def delivery_env(
-    database_url: str, fake_twilio: FakeTwilio, fake_smtp: FakeSmtp, redis_server: RedisServer
-) -> dict[str, str]:
+    database_url: str, fake_twilio: FakeTwilio, fake_smtp: FakeSmtp, redis_server: RedisServer,
+    tmp_path: Path,
+) -> dict[str, str]:  # fmt: skip
     """The environment a deployment would set, pointing at the fakes; tests run at any hour,
     so the sending window is open all day."""
+    (tmp_path / "metrics").mkdir(exist_ok=True)
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "REMINDERS_DATABASE_URL": database_url,
@@ -213,6 +215,8 @@ def delivery_env(
         "REMINDERS_SECRET_KEY": "synthetic-test-secret",
         "REMINDERS_PROVIDER_TIMEOUT_SECONDS": "2",
         "REMINDERS_STUCK_AFTER_SECONDS": "5",
+        # Where worker processes count what they do, as a deployment shares it with the web.
+        "PROMETHEUS_MULTIPROC_DIR": str((tmp_path / "metrics").resolve()),
         "TWILIO_ACCOUNT_SID": fake_twilio.account_sid,
         "TWILIO_AUTH_TOKEN": fake_twilio.auth_token,
         "TWILIO_MESSAGING_SERVICE_SID": "MG" + "0" * 32,

@@ -26,7 +26,7 @@ PASSWORD = "synthetic-password-1"
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    url = f"sqlite:///{tmp_path / 'reminders.store.db'}"
+    url = f"sqlite:///{tmp_path / 'reminders.db'}"
     upgrade(url)
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),

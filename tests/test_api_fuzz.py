@@ -52,7 +52,7 @@ class Api:
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Api:
     """The app on an SQLite database of its own, and a booking system's token."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'reminders.store.db'}"
+    url = f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'reminders.db'}"
     upgrade(url)
     app = make_app(url)
     with session_scope(app.state.sessions) as session:

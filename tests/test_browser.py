@@ -40,7 +40,7 @@ class Live:
 
 @pytest.fixture
 def live(tmp_path: Path) -> Iterator[Live]:
-    url = f"sqlite:///{tmp_path / 'reminders.store.db'}"
+    url = f"sqlite:///{tmp_path / 'reminders.db'}"
     upgrade(url)
     engine = make_engine(url)
     add_staff(make_sessionmaker(engine))

@@ -23,7 +23,7 @@ def env(tmp_path: Path) -> dict[str, str]:
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(tmp_path),
-        "REMINDERS_DATABASE_URL": f"sqlite:///{tmp_path / 'reminders.store.db'}",
+        "REMINDERS_DATABASE_URL": f"sqlite:///{tmp_path / 'reminders.db'}",
     }
 
 

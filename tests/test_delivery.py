@@ -12,6 +12,7 @@ from email.message import EmailMessage
 from fakes.smtp import FakeSmtp
 from fakes.twilio import FakeTwilio
 from fastapi.testclient import TestClient
+from scrape import grown, metric_values
 from sqlalchemy import select, update
 from world import EMAIL, PHONE, World, claim_due
 
@@ -388,18 +389,24 @@ def test_an_sms_refused_for_good_goes_by_email_once_and_staff_see_why(
     ]
 
 
-def test_metrics_give_the_providers_latency_for_every_send(w: World) -> None:
+def test_metrics_count_each_send_as_it_happens(w: World) -> None:
+    """Counted when sent, in this process (tests/test_workers.py checks the counts of worker
+    processes add up)."""
+    scrape = TestClient(create_app(w.config.settings))
+    before = metric_values(scrape.get("/metrics").text)
     w.enrol()
     w.deliver()
     with session_scope(w.factory) as session:
         sent = session.scalars(select(models.Reminder).where(models.Reminder.state == "sent")).all()
         assert sent and all(r.provider_seconds is not None for r in sent)
-    text = TestClient(create_app(w.config.settings)).get("/metrics").text
-    counts = [
-        line for line in text.splitlines()
-        if line.startswith("reminders_provider_latency_seconds_count")
-    ]  # fmt: skip
-    assert counts == [f"reminders_provider_latency_seconds_count {float(len(sent))}"]
+    after = metric_values(scrape.get("/metrics").text)
+    grew = grown(before, after)
+    assert grew["reminders_provider_latency_seconds_count"] == len(sent)
+    assert grew["reminders_lateness_seconds_count"] == len(sent)
+    sms = sum(r.channel == "sms" for r in sent)
+    assert grew['reminders_messages_total{channel="sms",state="sent"}'] == sms
+    assert grew['reminders_messages_total{channel="email",state="sent"}'] == len(sent) - sms
+    assert after["reminders_due_unclaimed"] == 0
 
 
 def test_a_row_that_cannot_be_prepared_fails_alone_after_three_tries(

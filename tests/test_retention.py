@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from factories import make_enrolment, utc
 from fastapi.testclient import TestClient
+from scrape import grown, metric_values
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -29,6 +30,10 @@ def count(session: Session, model: type[models.Base]) -> int:
 def test_purge_after_the_retention_period_keeps_counts_audit_and_opt_outs(
     session: Session, config: Config, database_url: str
 ) -> None:
+    scrape = TestClient(
+        create_app(Settings.from_env({"REMINDERS_DATABASE_URL": database_url, **SECRET}))
+    )
+    start = metric_values(scrape.get("/metrics").text)
     over = enrolments.enrol(
         session, config, make_enrolment(booking_ref="OLD-1"), now=ENROLLED, actor="alice"
     ).enrolment
@@ -58,16 +63,10 @@ def test_purge_after_the_retention_period_keeps_counts_audit_and_opt_outs(
     assert sum(t.count for t in totals) == purged.reminders
     assert {t.state for t in totals} == {"cancelled"}
 
-    text = TestClient(
-        create_app(Settings.from_env({"REMINDERS_DATABASE_URL": database_url, **SECRET}))
-    )
-    metrics = text.get("/metrics").text
-    cancelled = [
-        float(x.rsplit(" ", 1)[1])
-        for x in metrics.splitlines()
-        if x.startswith("reminders_reminders{") and 'state="cancelled"' in x
-    ]
-    assert sum(cancelled) == purged.reminders  # still counted after the rows are gone
+    # Counted when they were cancelled, and still counted once their rows are gone.
+    counted = grown(start, metric_values(scrape.get("/metrics").text))
+    cancelled = sum(v for k, v in counted.items() if 'state="cancelled"' in k)
+    assert cancelled == purged.reminders
 
 
 def test_an_upload_and_the_rows_it_refused_go_after_the_retention_period(

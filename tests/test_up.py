@@ -57,7 +57,7 @@ def test_up_runs_everything_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert enrol.returncode == 0, enrol.stderr
-        database = tmp_path / "var" / "reminders.store.db"
+        database = tmp_path / "var" / "reminders.db"
 
         def recorded() -> list[tuple[str, str, str]]:
             with sqlite3.connect(database) as db:

@@ -18,13 +18,16 @@ from pathlib import Path
 import pytest
 from fakes.smtp import FakeSmtp
 from fakes.twilio import FakeTwilio
+from fastapi.testclient import TestClient
 from processes import BIN, CeleryProcess, RedisServer, wait_for
+from scrape import metric_values
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from reminders.interfaces.tasks import Queues
-from reminders.settings import PROJECT_ROOT
+from reminders.interfaces.web.app import create_app
+from reminders.settings import PROJECT_ROOT, Settings
 from reminders.store import lifecycle, models
 from reminders.store.db import make_sessionmaker, session_scope
 
@@ -137,7 +140,7 @@ def test_every_named_queue_is_consumed(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_same_day_enrolment_is_delivered_by_worker_and_beat(
     celery: Start, delivery_env: dict[str, str], fake_twilio: FakeTwilio, fake_smtp: FakeSmtp,
-    factory: sessionmaker[Session],
+    factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     start = datetime.now(UTC) + timedelta(hours=3)
     result = subprocess.run(
@@ -170,6 +173,14 @@ def test_a_same_day_enrolment_is_delivered_by_worker_and_beat(
     assert len(texts) == 3 and all("Rhys" in m["body"] for m in texts)
     assert len(fake_smtp.to("rhys.evans@example.org")) == 3
     assert states(factory) == Counter({"sent": 6, "scheduled": 4})  # after-care still to come
+
+    # The web app adds up what the worker's processes counted as they sent.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", delivery_env["PROMETHEUS_MULTIPROC_DIR"])
+    settings = Settings.from_env(delivery_env)
+    counted = metric_values(TestClient(create_app(settings)).get("/metrics").text)
+    assert counted['reminders_messages_total{channel="sms",state="sent"}'] == 3
+    assert counted['reminders_messages_total{channel="email",state="sent"}'] == 3
+    assert counted["reminders_provider_latency_seconds_count"] == 6
 
     # Nothing of the patient's reached the logs of the processes that did the work.
     output = worker_process.output() + beat_process.output()

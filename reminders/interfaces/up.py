@@ -124,6 +124,13 @@ def run(port: int) -> int:
                 env,
             )  # fmt: skip
             env["REMINDERS_BROKER_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+        if "PROMETHEUS_MULTIPROC_DIR" not in env:
+            # Every process counts into one directory that /metrics adds up
+            # (reminders.metrics); each run starts counting from zero.
+            counts = var / "metrics"
+            shutil.rmtree(counts, ignore_errors=True)
+            counts.mkdir()
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(counts.resolve())
         # Embedded mode only: sessions signed with a key that lives as long as this run.
         env.setdefault("REMINDERS_SECRET_KEY", secrets.token_urlsafe(32))
         env.setdefault("REMINDERS_PUBLIC_URL", f"http://127.0.0.1:{port}")

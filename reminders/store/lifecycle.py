@@ -17,14 +17,16 @@ both move reminders.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, and_, case, literal, select, update
+from prometheus_client import Histogram
+from sqlalchemy import ColumnElement, and_, case, event, literal, select, update
 from sqlalchemy.orm import Session
 
+from reminders import metrics
 from reminders.store import models
 
 R = models.Reminder
@@ -73,26 +75,59 @@ class Held(NamedTuple):
 def _move(session: Session, name: str, *where: ColumnElement[bool], **values: Any) -> list[int]:
     """Apply the move `name` to the rows in its source states that match `where`; the ids of
     those that moved."""
-    return sorted(row[0] for row in _moving(session, name, *where, **values))
+    return sorted(row.id for row in _moving(session, name, *where, **values))
 
 
 def _moving(
     session: Session,
     name: str,
     *where: ColumnElement[bool],
-    returning: tuple[Any, ...] = (R.id,),
+    returning: tuple[Any, ...] = (),
     **values: Any,
 ) -> list[Any]:
+    """`_move`, returning each moved row's id, channel and due time, then `returning`."""
     move = MOVES[name]
-    return list(
+    rows = list(
         session.execute(
             update(R)
             .where(R.state.in_(move.sources), *where)
             .values(state=move.target, **values)
-            .returning(*returning)
+            .returning(R.id, R.channel, R.send_at, *returning)
             .execution_options(synchronize_session=False)
         )
     )
+    if move.target in FINAL:
+        for row in rows:
+            _count(session, metrics.MESSAGES.labels(row.channel, move.target).inc)
+    return rows
+
+
+# --- counting, once committed -------------------------------------------------------------------
+
+FINAL = (SENT, FAILED, CANCELLED, SKIPPED)
+_COUNTS = "reminders.lifecycle.counts"
+
+
+def _count(session: Session, publish: Callable[[], object]) -> None:
+    """Count a change when its transaction commits (`metrics`): a rollback counts nothing."""
+    session.info.setdefault(_COUNTS, []).append(publish)
+
+
+@event.listens_for(Session, "after_commit")
+def _publish(session: Session) -> None:
+    for publish in session.info.pop(_COUNTS, ()):
+        publish()
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget(session: Session) -> None:
+    session.info.pop(_COUNTS, None)
+
+
+def _observe(session: Session, histogram: Histogram, seconds: float | None) -> None:
+    if seconds is not None:
+        value = max(0.0, seconds)
+        _count(session, lambda: histogram.observe(value))
 
 
 def _fence(held: Held) -> ColumnElement[bool]:
@@ -121,10 +156,9 @@ def claim(session: Session, now: datetime, limit: int) -> list[Claimed]:
         .with_for_update(skip_locked=True)
     )
     rows = _moving(
-        session, "claim", R.id.in_(due.scalar_subquery()), queued_at=now,
-        returning=(R.id, R.crashes),
-    )  # fmt: skip
-    return sorted(Claimed(reminder_id, crashes) for reminder_id, crashes in rows)
+        session, "claim", R.id.in_(due.scalar_subquery()), queued_at=now, returning=(R.crashes,)
+    )
+    return sorted(Claimed(row.id, row.crashes) for row in rows)
 
 
 def begin(session: Session, ids: Sequence[int], now: datetime) -> list[Held]:
@@ -135,9 +169,9 @@ def begin(session: Session, ids: Sequence[int], now: datetime) -> list[Held]:
         return []
     rows = _moving(
         session, "begin", R.id.in_(ids), sending_at=now, attempts=R.attempts + 1,
-        error_code=None, error_message=None, returning=(R.id, R.attempts),
+        error_code=None, error_message=None, returning=(R.attempts,),
     )  # fmt: skip
-    return sorted(Held(reminder_id, attempt) for reminder_id, attempt in rows)
+    return sorted(Held(row.id, row.attempts) for row in rows)
 
 
 def write_words(session: Session, held: Held, words: dict[str, object]) -> bool:
@@ -157,20 +191,15 @@ def sent(
     session: Session, held: Held, *, provider_id: str, delivery_status: str | None,
     transport: str, seconds: float | None, now: datetime,
 ) -> bool:  # fmt: skip
-    return bool(
-        _move(
-            session,
-            "sent",
-            _fence(held),
-            sent_at=now,
-            provider_id=provider_id,
-            delivery_status=delivery_status,
-            transport=transport,
-            provider_seconds=seconds,
-            error_code=None,
-            error_message=None,
-        )
-    )
+    rows = _moving(
+        session, "sent", _fence(held), sent_at=now, provider_id=provider_id,
+        delivery_status=delivery_status, transport=transport, provider_seconds=seconds,
+        error_code=None, error_message=None,
+    )  # fmt: skip
+    for row in rows:
+        _observe(session, metrics.LATENESS, (now - row.send_at).total_seconds())
+        _observe(session, metrics.PROVIDER_LATENCY, seconds)
+    return bool(rows)
 
 
 def unsure(
@@ -191,6 +220,8 @@ def unsure(
         .returning(R.id)
         .execution_options(synchronize_session=False)
     ).first()
+    if done is not None:
+        _observe(session, metrics.PROVIDER_LATENCY, seconds)
     return done is not None
 
 
@@ -198,17 +229,13 @@ def fail(
     session: Session, held: Held, *, code: str | None, message: str, transport: str | None,
     seconds: float | None = None,
 ) -> bool:  # fmt: skip
-    return bool(
-        _move(
-            session,
-            "fail",
-            _fence(held),
-            error_code=code,
-            error_message=message,
-            transport=transport,
-            provider_seconds=seconds,
-        )
-    )
+    moved = _move(
+        session, "fail", _fence(held), error_code=code, error_message=message,
+        transport=transport, provider_seconds=seconds,
+    )  # fmt: skip
+    if moved:
+        _observe(session, metrics.PROVIDER_LATENCY, seconds)
+    return bool(moved)
 
 
 def retry(
@@ -230,10 +257,17 @@ def retry(
         cap = MAX_FAILURES if counts == "failures" else MAX_CRASHES
         values[counts] = column + 1
         if _move(session, "fail", _fence(held), (column + 1 >= cap) | worthless, **values):
+            _observe(session, metrics.PROVIDER_LATENCY, seconds)
             return FAILED
     elif _move(session, "fail", _fence(held), worthless, **values):
+        _observe(session, metrics.PROVIDER_LATENCY, seconds)
         return FAILED
-    return SCHEDULED if _move(session, "retry", _fence(held), send_at=at, **values) else None
+    rows = _moving(session, "retry", _fence(held), send_at=at, **values)
+    for row in rows:
+        retried = metrics.RETRIES.labels(row.channel, counts or "nothing")
+        _count(session, retried.inc)
+        _observe(session, metrics.PROVIDER_LATENCY, seconds)
+    return SCHEDULED if rows else None
 
 
 def stop(session: Session, held: Held, state: str, reason: str) -> bool:
@@ -340,4 +374,7 @@ def receipt(
         .returning(R.id)
         .execution_options(synchronize_session=False)
     )
-    return None if moved is None else session.get(R, moved, populate_existing=True)
+    if moved is None:
+        return None
+    _count(session, metrics.RECEIPTS.labels(status).inc)
+    return session.get(R, moved, populate_existing=True)

@@ -7,11 +7,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.middleware.sessions import SessionMiddleware
 
-from reminders import logs
+from reminders import logs, metrics
 from reminders.config import Config
 from reminders.core.errors import ConfigError
 from reminders.interfaces.web import admin, api, auth, pages, uploads, webhooks
@@ -32,8 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
     client = broker(settings.broker_url)
-    registry = CollectorRegistry()
-    registry.register(ReminderCollector(sessions, client))
+    registry = metrics.exposed([ReminderCollector(sessions, client)])
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -69,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
 
     @app.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
+    def prometheus_metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(Exception)  # a last resort: the handlers above are more specific

@@ -1,23 +1,21 @@
-"""What `/healthz` and `/metrics` report, read from the database and the broker at request
-time, so they are right whichever process did the work (web, worker or beat)."""
+"""What `/healthz` reports, and the gauges `/metrics` reads at scrape time, from the database
+and the broker, so they are right whichever process did the work (web, worker or beat)."""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import case, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from reminders.interfaces.tasks import Queues
 from reminders.store import models
-
-LATENESS_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
-PROVIDER_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+from reminders.store.models import utcnow
 
 
 def database_ok(sessions: sessionmaker[Session]) -> bool:
@@ -54,7 +52,9 @@ def health(sessions: sessionmaker[Session], client: redis.Redis | None) -> dict[
 
 
 class ReminderCollector(Collector):
-    """Prometheus metrics computed from the reminders table at scrape time."""
+    """What is true now, read at scrape time from the dispatcher's own index and the broker:
+    work that is due and not yet claimed (the dispatcher is behind or stopped), and what is
+    waiting in Redis. Counts of what happened are counted as it happens (`reminders.metrics`)."""
 
     def __init__(self, sessions: sessionmaker[Session], client: redis.Redis | None) -> None:
         self.sessions = sessions
@@ -62,40 +62,25 @@ class ReminderCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         R = models.Reminder
-        by_state = GaugeMetricFamily(
-            "reminders_reminders", "Reminders by state.", labels=["state", "channel"]
-        )
-        outcomes = GaugeMetricFamily(
-            "reminders_sends",
-            "Reminders handed to a transport or given up on, by outcome, channel and transport.",
-            labels=["outcome", "channel", "transport"],
-        )
-        states: Counter[tuple[str, str]] = Counter()
-        sends: Counter[tuple[str, str, str]] = Counter()
+        now = utcnow()
         with self.sessions() as session:
-            for state, channel, transport, count in session.execute(
-                select(R.state, R.channel, R.transport, func.count()).group_by(
-                    R.state, R.channel, R.transport
+            count, oldest = session.execute(
+                select(func.count(), func.min(R.send_at)).where(
+                    R.state == "scheduled", R.send_at <= now
                 )
-            ):
-                states[(state, channel)] += count
-                if state in ("sent", "failed"):
-                    sends[(state, channel, transport or "none")] += count
-            for total in session.scalars(select(models.PurgedTotal)):
-                # Purged with their patients' data; still counted.
-                states[(total.state, total.channel)] += total.count
-                if total.state in ("sent", "failed"):
-                    sends[(total.state, total.channel, total.transport)] += total.count
-            lateness = self._lateness(session)
-            provider = self._provider_latency(session)
-        for (state, channel), count in sorted(states.items()):
-            by_state.add_metric([state, channel], count)
-        for outcome_labels, count in sorted(sends.items()):
-            outcomes.add_metric(list(outcome_labels), count)
-        yield by_state
-        yield outcomes
-        yield lateness
-        yield provider
+            ).one()
+        due = GaugeMetricFamily(
+            "reminders_due_unclaimed",
+            "Reminders due now that the dispatcher has not claimed yet.",
+        )
+        due.add_metric([], float(count))
+        yield due
+        waited = GaugeMetricFamily(
+            "reminders_oldest_due_seconds",
+            "How long the oldest due and unclaimed reminder has waited (0 when none has).",
+        )
+        waited.add_metric([], _seconds_since(oldest, now))
+        yield waited
         depth = GaugeMetricFamily(
             "reminders_queue_depth", "Tasks waiting in the broker, by queue.", labels=["queue"]
         )
@@ -107,56 +92,13 @@ class ReminderCollector(Collector):
                 pass  # /healthz reports the broker; metrics go without the depth
         yield depth
 
-    def _lateness(self, session: Session) -> HistogramMetricFamily:
-        """How long after its due time each sent reminder went, as a histogram."""
-        R = models.Reminder
-        return _histogram(
-            session,
-            "reminders_lateness_seconds",
-            "Seconds from a reminder's due time to its sending.",
-            _seconds_between(session, R.sent_at, R.send_at),
-            LATENESS_BUCKETS,
-            R.state == "sent",
-            R.sent_at.is_not(None),
-        )
 
-    def _provider_latency(self, session: Session) -> HistogramMetricFamily:
-        """How long the provider took over each attempt that ended (sent or failed)."""
-        R = models.Reminder
-        return _histogram(
-            session,
-            "reminders_provider_latency_seconds",
-            "Seconds the provider (Twilio, the mail server) took over a send.",
-            R.provider_seconds,
-            PROVIDER_BUCKETS,
-            R.provider_seconds.is_not(None),
-        )
-
-
-def _histogram(
-    session: Session, name: str, documentation: str, value: Any, buckets: tuple[float, ...],
-    *where: Any,
-) -> HistogramMetricFamily:  # fmt: skip
-    counts = session.execute(
-        select(
-            *(func.sum(case((value <= b, 1), else_=0)) for b in buckets),
-            func.count(),
-            func.coalesce(func.sum(value), 0),
-        ).where(*where)
-    ).one()
-    *in_buckets, total, seconds = counts
-    family = HistogramMetricFamily(name, documentation)
-    family.add_metric(
-        [],
-        [(str(b), float(n or 0)) for b, n in zip(buckets, in_buckets, strict=True)]
-        + [("+Inf", float(total))],
-        float(seconds),
-    )
-    return family
-
-
-def _seconds_between(session: Session, later: Any, earlier: Any) -> Any:
-    if session.get_bind().dialect.name == "postgresql":
-        return func.extract("epoch", later - earlier)
-    # SQLite keeps instants as text; julianday counts days.
-    return (func.julianday(later) - func.julianday(earlier)) * 86400.0
+def _seconds_since(then: datetime | None, now: datetime) -> float:
+    if then is None:
+        return 0.0
+    # SQLite gives the aggregate back as text or a naive datetime, not through the column type.
+    if isinstance(then, str):
+        then = datetime.fromisoformat(then)
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
+    return max(0.0, (now - then).total_seconds())
