@@ -9,8 +9,7 @@ import subprocess
 
 import pytest
 import yaml
-
-from reminders.settings import PROJECT_ROOT
+from paths import PROJECT_ROOT
 
 SECRETS = {
     "POSTGRES_PASSWORD": "synthetic-password",

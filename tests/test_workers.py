@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 from fakes.smtp import FakeSmtp
 from fakes.twilio import FakeTwilio
+from paths import PROJECT_ROOT
 from processes import BIN, CeleryProcess, RedisServer, wait_for
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from reminders.interfaces.tasks import Queues
-from reminders.settings import PROJECT_ROOT
 from reminders.store import models
 from reminders.store.db import make_sessionmaker, session_scope
 

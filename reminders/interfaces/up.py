@@ -21,7 +21,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from reminders.settings import PROJECT_ROOT, Settings
+from reminders.settings import Settings
 from reminders.store import models
 from reminders.store.db import make_engine
 from reminders.store.migrate import upgrade
@@ -124,9 +124,10 @@ def run(port: int) -> int:
                 env,
             )  # fmt: skip
             env["REMINDERS_BROKER_URL"] = f"redis://127.0.0.1:{redis_port}/0"
-        # Embedded mode only: sessions signed with a key that lives as long as this run.
-        env.setdefault("REMINDERS_SECRET_KEY", secrets.token_urlsafe(32))
-        env.setdefault("REMINDERS_PUBLIC_URL", f"http://127.0.0.1:{port}")
+        # Embedded mode only: sessions signed with a key that lives as long as this run. A key
+        # or address from .env is in the settings, not in os.environ, and must not be replaced.
+        env["REMINDERS_SECRET_KEY"] = settings.secret_key or secrets.token_urlsafe(32)
+        env["REMINDERS_PUBLIC_URL"] = settings.public_url or f"http://127.0.0.1:{port}"
         upgrade(settings.database_url)
         celery = str(BIN / "celery")
         supervisor.start("worker", [celery, "-A", "worker", "worker", "-c", "2",
@@ -138,7 +139,7 @@ def run(port: int) -> int:
         supervisor.start(
             "web",
             [str(BIN / "uvicorn"), "--factory", "reminders.interfaces.web.app:create_app",
-             "--host", "127.0.0.1", "--port", str(port), "--app-dir", str(PROJECT_ROOT)],
+             "--host", "127.0.0.1", "--port", str(port)],
             env,
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
