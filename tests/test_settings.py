@@ -9,7 +9,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from paths import PROJECT_ROOT
 
+import reminders
 from reminders.core.clock import SendingWindow
 from reminders.core.errors import ConfigError
 from reminders.settings import Settings
@@ -48,6 +50,15 @@ def test_defaults(clean: Path) -> None:
     assert (settings.config_dir / "unit.yaml").is_file()
     assert (settings.config_dir / "protocols" / "sacroplasty.yaml").is_file()
     assert (settings.templates_dir / "en-GB" / "fasting" / "sms.txt").is_file()
+
+
+def test_a_development_install_reads_the_repositorys_own_files(clean: Path) -> None:
+    """The editable install of the README: a unit's edits to config/ and templates/ show."""
+    if not Path(reminders.__file__).resolve().is_relative_to(PROJECT_ROOT):
+        pytest.skip("reminders is not installed editable from this repository")
+    settings = Settings.from_env({})
+    assert settings.config_dir == PROJECT_ROOT / "config"
+    assert settings.templates_dir == PROJECT_ROOT / "templates"
 
 
 def test_values_are_read_and_typed(clean: Path) -> None:
