@@ -6,10 +6,11 @@ from datetime import UTC, date, datetime, time
 from functools import cache
 from zoneinfo import ZoneInfo
 
+from paths import PROJECT_ROOT
+
 from reminders.core.clock import parse_sending_window
 from reminders.core.enrolment import Enrolment
 from reminders.core.protocols import Protocol, load_protocols
-from reminders.settings import PROJECT_ROOT
 
 LONDON = ZoneInfo("Europe/London")
 NEW_YORK = ZoneInfo("America/New_York")

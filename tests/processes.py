@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import redis
+from paths import PROJECT_ROOT
 
 from reminders.interfaces.up import free_port, redis_binary
-from reminders.settings import PROJECT_ROOT
 
 BIN = Path(sys.executable).parent
 

@@ -11,8 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from reminders.settings import PROJECT_ROOT
+from paths import PROJECT_ROOT
 
 SCRIPT = Path(sys.executable).parent / "reminders"
 NOW = "2026-11-20T10:00:00Z"

@@ -4,13 +4,13 @@ with the code (the commands that start each part, exactly one beat, migrations f
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 
 import pytest
 import yaml
-
-from reminders.settings import PROJECT_ROOT
+from paths import PACKAGE_SOURCES, PROJECT_ROOT
 
 SECRETS = {
     "POSTGRES_PASSWORD": "synthetic-password",
@@ -61,3 +61,34 @@ def test_compose_refuses_to_start_without_its_secrets() -> None:
     result = compose_config({k: v for k, v in SECRETS.items() if k != "REMINDERS_SECRET_KEY"})
     assert result.returncode != 0
     assert "REMINDERS_SECRET_KEY" in result.stderr
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = (PROJECT_ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (keyword.upper(), rest)
+        for keyword, _, rest in (line.partition(" ") for line in lines)
+        if keyword and not keyword.startswith("#")
+    ]
+
+
+def test_the_image_installs_the_package_not_the_source_tree() -> None:
+    """Installed in place, the image would work only beside its source; installed as a package,
+    it carries its defaults and migrations (tests/test_packaging.py runs such an install)."""
+    installs = [rest for keyword, rest in dockerfile_instructions()
+                if keyword == "RUN" and "pip install" in rest]  # fmt: skip
+    assert installs, "the Dockerfile installs nothing with pip"
+    for command in installs:
+        assert not re.search(r"(^|\s)(-e|--editable)(=|\s|$)", command), command
+        assert re.search(r"pip install -c requirements\.lock \.(\s|$)", command), command
+
+
+def test_the_image_is_built_from_what_the_package_is_built_from() -> None:
+    copied = set()
+    for keyword, rest in dockerfile_instructions():
+        if keyword == "COPY":
+            *sources, _destination = rest.split()
+            copied.update(sources)
+    assert all((PROJECT_ROOT / source).exists() for source in copied), copied
+    assert copied == {*PACKAGE_SOURCES, "requirements.lock"}

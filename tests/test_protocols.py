@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from paths import PROJECT_ROOT
 
 from reminders.core.errors import ConfigError
 from reminders.core.protocols import Offset, load_protocol, load_protocols, load_unit
-from reminders.settings import PROJECT_ROOT
 
 SHIPPED = (
     "si-joint-denervation",

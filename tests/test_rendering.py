@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 from factories import ALWAYS_OPEN, make_enrolment, utc
+from paths import PROJECT_ROOT
 
 from reminders.config import Config
 from reminders.core import sms
 from reminders.core.enrolment import Enrolment
 from reminders.core.rendering import Message, Renderer, RenderError
 from reminders.core.schedule import compute_schedule
-from reminders.settings import PROJECT_ROOT
 
 ENROLLED = utc(2026, 11, 20, 10, 0)
 

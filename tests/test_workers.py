@@ -19,6 +19,7 @@ import pytest
 from fakes.smtp import FakeSmtp
 from fakes.twilio import FakeTwilio
 from fastapi.testclient import TestClient
+from paths import PROJECT_ROOT
 from processes import BIN, CeleryProcess, RedisServer, wait_for
 from scrape import metric_values
 from sqlalchemy import func, select, update
@@ -27,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from reminders.interfaces.tasks import Queues
 from reminders.interfaces.web.app import create_app
-from reminders.settings import PROJECT_ROOT, Settings
+from reminders.settings import Settings
 from reminders.store import lifecycle, models
 from reminders.store.db import make_sessionmaker, session_scope
 

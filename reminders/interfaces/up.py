@@ -21,7 +21,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from reminders.settings import PROJECT_ROOT, Settings
+from reminders.settings import Settings
 from reminders.store import models
 from reminders.store.db import make_engine
 from reminders.store.migrate import upgrade
@@ -131,9 +131,10 @@ def run(port: int) -> int:
             shutil.rmtree(counts, ignore_errors=True)
             counts.mkdir()
             env["PROMETHEUS_MULTIPROC_DIR"] = str(counts.resolve())
-        # Embedded mode only: sessions signed with a key that lives as long as this run.
-        env.setdefault("REMINDERS_SECRET_KEY", secrets.token_urlsafe(32))
-        env.setdefault("REMINDERS_PUBLIC_URL", f"http://127.0.0.1:{port}")
+        # Embedded mode only: sessions signed with a key that lives as long as this run. A key
+        # or address from .env is in the settings, not in os.environ, and must not be replaced.
+        env["REMINDERS_SECRET_KEY"] = settings.secret_key or secrets.token_urlsafe(32)
+        env["REMINDERS_PUBLIC_URL"] = settings.public_url or f"http://127.0.0.1:{port}"
         upgrade(settings.database_url)
         celery = str(BIN / "celery")
         supervisor.start("worker", [celery, "-A", "worker", "worker", "-c", "2",
@@ -145,7 +146,7 @@ def run(port: int) -> int:
         supervisor.start(
             "web",
             [str(BIN / "uvicorn"), "--factory", "reminders.interfaces.web.app:create_app",
-             "--host", "127.0.0.1", "--port", str(port), "--app-dir", str(PROJECT_ROOT)],
+             "--host", "127.0.0.1", "--port", str(port)],
             env,
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"

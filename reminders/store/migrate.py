@@ -6,6 +6,7 @@ works from any directory and needs no `alembic.ini`: the service may run from an
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 from alembic import command
@@ -16,7 +17,9 @@ from alembic.script import ScriptDirectory
 from reminders.core.errors import ConfigError
 from reminders.store.db import make_engine
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# In the wheel beside this module (pyproject.toml); installed as files on disk, never zipped,
+# so alembic can read it by path.
+MIGRATIONS_DIR = Path(str(files("reminders.store") / "migrations"))
 
 
 def alembic_config(url: str) -> Config:
