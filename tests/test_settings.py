@@ -37,7 +37,7 @@ def clean(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 def test_defaults(clean: Path) -> None:
     settings = Settings.from_env({})
-    assert settings.database_url == f"sqlite:///{clean / 'var' / 'reminders.store.db'}"
+    assert settings.database_url == f"sqlite:///{clean / 'var' / 'reminders.db'}"
     assert settings.timezone == ZoneInfo("Europe/London")
     assert settings.sending_window is None  # the unit file's window then applies
     assert settings.retention_days == 90
