@@ -7,37 +7,30 @@ A malformed value is refused with a message naming the variable, never guessed a
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from dotenv import find_dotenv, load_dotenv
 
 from reminders.core.clock import SendingWindow, parse_sending_window
 from reminders.core.errors import ConfigError
+from reminders.core.parsers import parse_bool, parse_timezone
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 
-def parse_timezone(value: str, *, source: str) -> ZoneInfo:
+def _parsed(parse: Callable[[str], T], value: str, *, source: str) -> T:
+    """A value read by the core's own parser (the same words as an enrolment field takes), its
+    refusal naming the variable."""
     try:
-        return ZoneInfo(value)
-    # OSError: a directory of the zone database ("Etc") or a name too long for a file name.
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ConfigError(
-            f"{source}: unknown time zone {value!r}; use an IANA name such as Europe/London"
-        ) from None
-
-
-def parse_bool(value: str, *, source: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in {"true", "yes", "1", "on"}:
-        return True
-    if lowered in {"false", "no", "0", "off"}:
-        return False
-    raise ConfigError(f"{source}: expected true or false, got {value!r}")
+        return parse(value)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def parse_int(value: str, *, source: str, minimum: int = 0) -> int:
@@ -117,7 +110,7 @@ def _smtp(env: Mapping[str, str]) -> SmtpSettings | None:
         port=parse_int(env.get("SMTP_PORT", "587"), source="SMTP_PORT", minimum=1),
         username=env.get("SMTP_USERNAME") or None,
         password=env.get("SMTP_PASSWORD") or None,
-        starttls=parse_bool(env.get("SMTP_STARTTLS", "true"), source="SMTP_STARTTLS"),
+        starttls=_parsed(parse_bool, env.get("SMTP_STARTTLS", "true"), source="SMTP_STARTTLS"),
         mail_from=mail_from,
     )
 
@@ -153,8 +146,10 @@ class Settings:
         return cls(
             database_url=env.get("REMINDERS_DATABASE_URL")
             or f"sqlite:///{Path('var').resolve() / 'reminders.store.db'}",
-            timezone=parse_timezone(
-                env.get("REMINDERS_TIMEZONE", "Europe/London"), source="REMINDERS_TIMEZONE"
+            timezone=_parsed(
+                parse_timezone,
+                env.get("REMINDERS_TIMEZONE", "Europe/London"),
+                source="REMINDERS_TIMEZONE",
             ),
             sending_window=parse_sending_window(window) if window else None,
             config_dir=Path(env.get("REMINDERS_CONFIG_DIR") or PROJECT_ROOT / "config"),

@@ -17,6 +17,7 @@ from httpx import Response
 from sqlalchemy import func, select
 
 from reminders.core.enrolment import FIELDS
+from reminders.core.parsers import parse_booking_ref
 from reminders.interfaces.web import api
 from reminders.interfaces.web.app import create_app
 from reminders.services import accounts
@@ -308,6 +309,36 @@ def test_a_time_zone_that_is_a_directory_is_refused(app: FastAPI, token: str) ->
     client = TestClient(app, raise_server_exceptions=False)
     client.headers["Authorization"] = f"Bearer {token}"
     assert_refused(enrol(client, timezone="Etc"), 422, "timezone")
+
+
+@pytest.mark.parametrize(
+    "ref", ["BK-1", "a/b_c.d-e", "A" * 64, "A" * 65, "-BK", "BK 1", "BKé1", "BK:1", ""]
+)
+def test_a_booking_reference_is_refused_alike_in_the_query_and_in_an_enrolment(
+    as_booking_system: TestClient, ref: str
+) -> None:
+    try:
+        parse_booking_ref(ref)
+    except ValueError:
+        good = False
+    else:
+        good = True
+    found = as_booking_system.get("/api/v1/enrolments", params={"booking_ref": ref})
+    assert found.status_code == (200 if good else 422), found.text
+    enrolled = enrol(as_booking_system, booking_ref=ref)
+    if good:
+        assert enrolled.status_code == 201, enrolled.text
+    else:
+        [problem] = assert_refused(enrolled, 422)
+        assert problem.startswith("booking_ref: ")
+
+
+@pytest.mark.parametrize("character", ["\x00", "\t", "\n", "\x1b", "\x7f"])
+def test_a_control_character_is_refused_in_any_text(
+    as_booking_system: TestClient, character: str
+) -> None:
+    [problem] = assert_refused(enrol(as_booking_system, name=f"Megan{character}Price"), 422)
+    assert problem == "name: must not contain control characters such as line breaks"
 
 
 # --- changing and cancelling ---------------------------------------------------------------

@@ -11,12 +11,19 @@ import datetime as dt
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import date, time
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import time
+from zoneinfo import ZoneInfo
 
-import phonenumbers
-from email_validator import EmailNotValidError, validate_email
-
+from reminders.core.parsers import (
+    has_control_character,
+    parse_booking_ref,
+    parse_bool,
+    parse_clock,
+    parse_date,
+    parse_email,
+    parse_phone,
+    parse_timezone,
+)
 from reminders.core.protocols import Protocol
 
 FIELDS = (
@@ -38,7 +45,6 @@ FIELDS = (
 )
 
 _MAX_PLAN_DAYS = 60
-_YEARS = (2000, 2100)  # outside this, a typo rather than a booking
 
 
 class InvalidEnrolment(ValueError):
@@ -99,88 +105,14 @@ class Enrolment:
         return {key: str(value) for key, value in values.items() if value is not None}
 
 
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_CLOCK = re.compile(r"^(\d{1,2}):(\d{2})$")
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})*$")
-_BOOKING_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9/_.-]{0,63}$")
 _DRUG = re.compile(r"^[A-Za-z][A-Za-z0-9 ()'.-]{1,99}$")
-_TRUE, _FALSE = {"true", "yes"}, {"false", "no"}
-_MOBILE = (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE)
-
-
-def parse_date(value: str) -> date:
-    if _DATE.match(value):
-        try:
-            parsed = date.fromisoformat(value)
-        except ValueError:
-            pass
-        else:
-            if not _YEARS[0] <= parsed.year <= _YEARS[1]:
-                raise ValueError(f"{value!r} is not a plausible procedure date")
-            return parsed
-    raise ValueError(f"{value!r} is not a date; write YYYY-MM-DD, such as 2026-06-10")
-
-
-def parse_clock(value: str) -> time:
-    match = _CLOCK.match(value)
-    if match and int(match[1]) < 24 and int(match[2]) < 60:
-        return time(int(match[1]), int(match[2]))
-    raise ValueError(f"{value!r} is not a time; write HH:MM in 24-hour local time, such as 09:30")
-
-
-def parse_phone(value: str) -> str:
-    """A UK or international mobile number in E.164; landlines are refused (SMS cannot reach
-    them). The number is never echoed back, so errors can be logged safely."""
-    try:
-        number = phonenumbers.parse(value, "GB")
-    except phonenumbers.NumberParseException:
-        raise ValueError(
-            "this is not a phone number; write it as 07911 123456 or +447911123456"
-        ) from None
-    # A mobile type is only ever found for a valid number, so a mobile needs no other check
-    # (a CSV import checks a hundred thousand).
-    kind = phonenumbers.number_type(number)
-    if kind not in _MOBILE and not phonenumbers.is_valid_number(number):
-        raise ValueError("this is not a valid phone number; check the digits")
-    if kind not in _MOBILE:
-        raise ValueError(
-            "this is not a mobile number, so it cannot receive texts; give a mobile, "
-            "or leave phone empty and give an email"
-        )
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-
-
-def parse_email(value: str) -> str:
-    try:
-        return validate_email(value, check_deliverability=False).normalized
-    except EmailNotValidError as exc:
-        raise ValueError(f"this is not a usable email address ({exc})") from None
-
-
-def parse_bool(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ValueError(f"{value!r} is not one of true, false, yes, no")
 
 
 def _parse_days(value: str) -> int:
     if not value.strip().isdigit() or int(value) > _MAX_PLAN_DAYS:
         raise ValueError(f"{value!r} is not a whole number of days from 0 to {_MAX_PLAN_DAYS}")
     return int(value)
-
-
-def parse_timezone(value: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(value)
-    # OSError: a directory of the zone database ("Etc") or a name too long for a file name.
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ValueError(
-            f"{value!r} is not a known time zone; use an IANA name such as Europe/London"
-        ) from None
 
 
 def parse_fields(
@@ -198,9 +130,7 @@ def parse_fields(
         problems.append(f"unknown field {', '.join(unknown)} (known: {', '.join(FIELDS)})")
     raw = {k: v.strip() for k, v in values.items() if k in FIELDS and v and v.strip()}
     for name, value in list(raw.items()):
-        if _CONTROL.search(value):
-            # A NUL or a stray escape from a copy and paste: PostgreSQL refuses NUL outright,
-            # and no field of an enrolment needs one.
+        if has_control_character(value):
             problems.append(f"{name}: contains a control character; type it again")
             del raw[name]
     parsed: dict[str, object] = {}
@@ -217,8 +147,7 @@ def parse_fields(
             problems.append(f"{name}: required")
     if require_booking_ref and "booking_ref" not in raw:
         problems.append("booking_ref: required")
-    if "booking_ref" in raw and not _BOOKING_REF.match(raw["booking_ref"]):
-        problems.append("booking_ref: use letters, digits and - / _ . only, at most 64")
+    take("booking_ref", parse_booking_ref)
     if "name" in raw and len(raw["name"]) > 200:
         problems.append("name: at most 200 characters")
     protocol = protocols.get(raw.get("procedure", ""))

@@ -24,6 +24,12 @@ from starlette.exceptions import HTTPException
 from reminders.config import Config
 from reminders.core.clock import iso_local
 from reminders.core.enrolment import FIELDS, Enrolment, InvalidEnrolment, parse_fields
+from reminders.core.parsers import (
+    BOOKING_REF_MAX_LENGTH,
+    BOOKING_REF_PATTERN,
+    BOOKING_REF_RULE,
+    has_control_character,
+)
 from reminders.core.rendering import Message
 from reminders.interfaces.web.deps import AppConfig, Now
 from reminders.services import accounts, enrolments, wording
@@ -138,7 +144,7 @@ _HINTS = {
     "anticoagulant_hold_days": "give a whole number of days",
     "anticoagulant_restart_days": "give a whole number of days",
     "id": "give an enrolment's id, a whole number from 1",
-    "booking_ref": "use letters, digits and - / _ . only, at most 64",
+    "booking_ref": BOOKING_REF_RULE,
 }
 
 
@@ -191,8 +197,8 @@ Sessions = Annotated[sessionmaker[Session], Depends(get_sessions)]
 
 
 def _printable(value: str) -> str:
-    # PostgreSQL refuses NUL in text, and a line break in a name would break an SMS's layout.
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    # The core's check, in words for a booking system's developer rather than for staff typing.
+    if has_control_character(value):
         raise ValueError("must not contain control characters such as line breaks")
     return value
 
@@ -387,7 +393,7 @@ EnrolmentId = Annotated[int, Path(alias="id", ge=1, le=2**31 - 1)]
 # The Contract's booking reference: what `parse_fields` accepts, so anything else is refused
 # before it reaches the database (PostgreSQL refuses NUL in text outright).
 BookingRef = Annotated[
-    str, Query(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9/_.-]*$")
+    str, Query(min_length=1, max_length=BOOKING_REF_MAX_LENGTH, pattern=BOOKING_REF_PATTERN)
 ]
 
 

@@ -20,7 +20,8 @@ from starlette.datastructures import FormData
 
 from reminders.config import Config
 from reminders.core.clock import localize
-from reminders.core.enrolment import FIELDS, InvalidEnrolment, parse_clock, parse_date, parse_fields
+from reminders.core.enrolment import FIELDS, InvalidEnrolment, parse_fields
+from reminders.core.parsers import parse_clock, parse_date
 from reminders.interfaces.web.auth import AdminUser, StaffForm, StaffUser
 from reminders.interfaces.web.deps import AppConfig, DbSession, Now
 from reminders.interfaces.web.rendering import flash, page
