@@ -341,6 +341,13 @@ def test_a_control_character_is_refused_in_any_text(
     assert problem == "name: must not contain control characters such as line breaks"
 
 
+def test_a_language_longer_than_its_column_is_refused_not_a_server_error(
+    as_booking_system: TestClient,
+) -> None:
+    tag = "en-" + "-".join(["abcdefgh"] * 4)
+    assert_refused(enrol(as_booking_system, language=tag), 422, "language")
+
+
 # --- changing and cancelling ---------------------------------------------------------------
 
 

@@ -112,3 +112,21 @@ def test_every_control_character_is_refused_in_any_field(character: str, config:
         with pytest.raises(InvalidEnrolment) as refused:
             parse_fields(fields, protocols=config.protocols, default_timezone=ZoneInfo("UTC"))
         assert refused.value.problems == [f"{name}: contains a control character; type it again"]
+
+
+def test_a_language_tag_longer_than_its_column_is_refused(config: Config) -> None:
+    tag = "en-" + "-".join(["abcdefgh"] * 4)
+    assert len(tag) > models.Patient.__table__.c.language.type.length  # type: ignore[attr-defined]
+    fields = {**make_enrolment().as_fields(), "language": tag}
+    with pytest.raises(InvalidEnrolment) as refused:
+        parse_fields(fields, protocols=config.protocols, default_timezone=ZoneInfo("UTC"))
+    assert refused.value.problems == [f"language: {tag!r} is not a BCP 47 tag such as en-GB"]
+
+
+def test_a_day_count_in_other_digits_is_refused_in_words(config: Config) -> None:
+    fields = {**make_full_enrolment().as_fields(), "anticoagulant_hold_days": "²"}
+    with pytest.raises(InvalidEnrolment) as refused:
+        parse_fields(fields, protocols=config.protocols, default_timezone=ZoneInfo("UTC"))
+    assert refused.value.problems == [
+        "anticoagulant_hold_days: '²' is not a whole number of days from 0 to 60"
+    ]

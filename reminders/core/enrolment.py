@@ -129,6 +129,7 @@ class EnrolmentField:
 
 
 _MAX_NAME = 200
+_MAX_LANGUAGE = 35  # the column's width; BCP 47 tags in use are far shorter
 _LANGUAGE = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})*")
 _DRUG = re.compile(r"[A-Za-z][A-Za-z0-9 ()'.-]{1,99}")
 
@@ -140,7 +141,7 @@ def _parse_name(value: str) -> str:
 
 
 def _parse_language(value: str) -> str:
-    if not _LANGUAGE.fullmatch(value):
+    if len(value) > _MAX_LANGUAGE or not _LANGUAGE.fullmatch(value):
         raise ValueError(f"{value!r} is not a BCP 47 tag such as en-GB")
     return value
 
@@ -152,7 +153,8 @@ def _parse_drug(value: str) -> str:
 
 
 def _parse_days(value: str) -> int:
-    if not value.isdigit() or int(value) > MAX_PLAN_DAYS:
+    # isascii: str.isdigit also says yes to "²", which int() refuses.
+    if not (value.isascii() and value.isdigit()) or int(value) > MAX_PLAN_DAYS:
         raise ValueError(f"{value!r} is not a whole number of days from 0 to {MAX_PLAN_DAYS}")
     return int(value)
 
