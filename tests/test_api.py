@@ -11,12 +11,13 @@ from typing import Any, get_args
 from zoneinfo import ZoneInfo
 
 import pytest
+from factories import make_full_enrolment
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy import func, select
 
-from reminders.core.enrolment import FIELDS
+from reminders.core.enrolment import FIELDS, SCHEMA, required_fields
 from reminders.core.parsers import parse_booking_ref
 from reminders.interfaces.web import api
 from reminders.interfaces.web.app import create_app
@@ -311,6 +312,20 @@ def test_a_time_zone_that_is_a_directory_is_refused(app: FastAPI, token: str) ->
     assert_refused(enrol(client, timezone="Etc"), 422, "timezone")
 
 
+def test_every_field_of_the_schema_is_taken_and_answered_back(
+    as_booking_system: TestClient,
+) -> None:
+    fields = make_full_enrolment(on=IN_THREE_WEEKS, booking_ref="BK-3100").as_fields()
+    response = as_booking_system.post("/api/v1/enrolments", json=fields)
+    assert response.status_code == 201, response.text
+    assert response.json()["fields"] == fields
+    # The same in JSON's own types where the API takes them: an update that changes nothing.
+    typed = {**fields, "sedation": True, "anticoagulant_hold_days": 2}
+    again = as_booking_system.post("/api/v1/enrolments", json=typed)
+    assert again.status_code == 200, again.text
+    assert again.json()["fields"] == fields
+
+
 @pytest.mark.parametrize(
     "ref", ["BK-1", "a/b_c.d-e", "A" * 64, "A" * 65, "-BK", "BK 1", "BKé1", "BK:1", ""]
 )
@@ -459,6 +474,23 @@ def test_the_request_and_answer_use_the_contracts_field_names() -> None:
     assert get_args(api.EnrolmentOut.model_fields["status"].annotation) == (
         models.ENROLMENT_STATUSES
     )
+
+
+def test_the_document_gives_each_field_its_examples_and_format(client: TestClient) -> None:
+    models_ = client.get("/openapi.json").json()["components"]["schemas"]
+    for name in ("EnrolmentChanges", "NewEnrolment", "EnrolmentFields"):
+        assert list(models_[name]["properties"]) == list(FIELDS), name
+    for name in ("EnrolmentChanges", "NewEnrolment"):
+        properties = models_[name]["properties"]
+        for spec in SCHEMA:
+            assert properties[spec.name]["examples"] == list(spec.examples), spec.name
+            assert properties[spec.name].get("description") == spec.kind.format, spec.name
+    assert models_["NewEnrolment"]["required"] == list(required_fields(from_system=True))
+    assert "required" not in models_["EnrolmentChanges"]
+    # An answer always carries what is stored whatever was sent: language and timezone too.
+    assert models_["EnrolmentFields"]["required"] == [
+        "booking_ref", "name", "language", "procedure", "date", "time", "timezone",
+    ]  # fmt: skip
 
 
 def test_the_openapi_document_declares_the_bearer_token(client: TestClient) -> None:
