@@ -13,7 +13,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import (
     AfterValidator,
@@ -37,28 +37,18 @@ from pydantic_settings import (
 
 from reminders.core.clock import SendingWindow, parse_sending_window
 from reminders.core.errors import ConfigError
+from reminders.core.parsers import parse_bool, parse_timezone
 
 # ConfigError is re-exported: `worker.py` and older callers import it from here.
 __all__ = ["ConfigError", "Settings", "SmtpSettings", "TwilioSettings"]
 
 
 def _time_zone(value: object) -> ZoneInfo:
-    try:
-        return ZoneInfo(str(value))
-    # OSError: a directory of the zone database ("Etc") or a name too long for a file name.
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ValueError(
-            f"unknown time zone {value!r}; use an IANA name such as Europe/London"
-        ) from None
+    return parse_timezone(str(value))
 
 
 def _true_or_false(value: object) -> bool:
-    lowered = str(value).strip().lower()
-    if lowered in {"true", "yes", "1", "on"}:
-        return True
-    if lowered in {"false", "no", "0", "off"}:
-        return False
-    raise ValueError(f"expected true or false, got {value!r}")
+    return parse_bool(str(value))
 
 
 def _at_least(minimum: int) -> PlainValidator:

@@ -68,3 +68,12 @@ def make_enrolment(
         anticoagulant_restart_days=restart_days,
         enrolled_at=enrolled_at,
     )
+
+
+def make_full_enrolment(*, on: date = date(2026, 12, 10), **changes: object) -> Enrolment:
+    """An enrolment with every field of the schema given (a joint-denervation of the knee under
+    sedation, with a clinician's plan for apixaban), for tests that every field gets through."""
+    return make_enrolment(
+        procedure="joint-denervation", on=on, joint="knee", arrival=time(8, 15),
+        sedation=True, anticoagulant="Apixaban", hold_days=2, restart_days=1,
+    ).with_changes(**changes)  # fmt: skip

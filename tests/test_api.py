@@ -11,12 +11,14 @@ from typing import Any, get_args
 from zoneinfo import ZoneInfo
 
 import pytest
+from factories import make_full_enrolment
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy import func, select
 
-from reminders.core.enrolment import FIELDS
+from reminders.core.enrolment import FIELDS, SCHEMA, required_fields
+from reminders.core.parsers import parse_booking_ref
 from reminders.interfaces.web import api
 from reminders.interfaces.web.app import create_app
 from reminders.services import accounts
@@ -310,6 +312,57 @@ def test_a_time_zone_that_is_a_directory_is_refused(app: FastAPI, token: str) ->
     assert_refused(enrol(client, timezone="Etc"), 422, "timezone")
 
 
+def test_every_field_of_the_schema_is_taken_and_answered_back(
+    as_booking_system: TestClient,
+) -> None:
+    fields = make_full_enrolment(on=IN_THREE_WEEKS, booking_ref="BK-3100").as_fields()
+    response = as_booking_system.post("/api/v1/enrolments", json=fields)
+    assert response.status_code == 201, response.text
+    assert response.json()["fields"] == fields
+    # The same in JSON's own types where the API takes them: an update that changes nothing.
+    typed = {**fields, "sedation": True, "anticoagulant_hold_days": 2}
+    again = as_booking_system.post("/api/v1/enrolments", json=typed)
+    assert again.status_code == 200, again.text
+    assert again.json()["fields"] == fields
+
+
+@pytest.mark.parametrize(
+    "ref", ["BK-1", "a/b_c.d-e", "A" * 64, "A" * 65, "-BK", "BK 1", "BKé1", "BK:1", ""]
+)
+def test_a_booking_reference_is_refused_alike_in_the_query_and_in_an_enrolment(
+    as_booking_system: TestClient, ref: str
+) -> None:
+    try:
+        parse_booking_ref(ref)
+    except ValueError:
+        good = False
+    else:
+        good = True
+    found = as_booking_system.get("/api/v1/enrolments", params={"booking_ref": ref})
+    assert found.status_code == (200 if good else 422), found.text
+    enrolled = enrol(as_booking_system, booking_ref=ref)
+    if good:
+        assert enrolled.status_code == 201, enrolled.text
+    else:
+        [problem] = assert_refused(enrolled, 422)
+        assert problem.startswith("booking_ref: ")
+
+
+@pytest.mark.parametrize("character", ["\x00", "\t", "\n", "\x1b", "\x7f"])
+def test_a_control_character_is_refused_in_any_text(
+    as_booking_system: TestClient, character: str
+) -> None:
+    [problem] = assert_refused(enrol(as_booking_system, name=f"Megan{character}Price"), 422)
+    assert problem == "name: must not contain control characters such as line breaks"
+
+
+def test_a_language_longer_than_its_column_is_refused_not_a_server_error(
+    as_booking_system: TestClient,
+) -> None:
+    tag = "en-" + "-".join(["abcdefgh"] * 4)
+    assert_refused(enrol(as_booking_system, language=tag), 422, "language")
+
+
 # --- changing and cancelling ---------------------------------------------------------------
 
 
@@ -421,6 +474,23 @@ def test_the_request_and_answer_use_the_contracts_field_names() -> None:
     assert get_args(api.EnrolmentOut.model_fields["status"].annotation) == (
         models.ENROLMENT_STATUSES
     )
+
+
+def test_the_document_gives_each_field_its_examples_and_format(client: TestClient) -> None:
+    models_ = client.get("/openapi.json").json()["components"]["schemas"]
+    for name in ("EnrolmentChanges", "NewEnrolment", "EnrolmentFields"):
+        assert list(models_[name]["properties"]) == list(FIELDS), name
+    for name in ("EnrolmentChanges", "NewEnrolment"):
+        properties = models_[name]["properties"]
+        for spec in SCHEMA:
+            assert properties[spec.name]["examples"] == list(spec.examples), spec.name
+            assert properties[spec.name].get("description") == spec.kind.format, spec.name
+    assert models_["NewEnrolment"]["required"] == list(required_fields(from_system=True))
+    assert "required" not in models_["EnrolmentChanges"]
+    # An answer always carries what is stored whatever was sent: language and timezone too.
+    assert models_["EnrolmentFields"]["required"] == [
+        "booking_ref", "name", "language", "procedure", "date", "time", "timezone",
+    ]  # fmt: skip
 
 
 def test_the_openapi_document_declares_the_bearer_token(client: TestClient) -> None:

@@ -8,10 +8,14 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import pytest
+from factories import make_full_enrolment
 from paths import PROJECT_ROOT
+
+from reminders.core.enrolment import SCHEMA, Enrolment
 
 SCRIPT = Path(sys.executable).parent / "reminders"
 NOW = "2026-11-20T10:00:00Z"
@@ -271,3 +275,39 @@ def test_implausible_or_past_dates_are_refused(env: dict[str, str], at: str) -> 
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def as_arguments(enrolment: Enrolment) -> list[str]:
+    """Every field of the enrolment as `enrol` and `preview` take it: by its own option when it
+    has one, and otherwise as --flag."""
+    fields = enrolment.as_fields()
+    args = ["--at", f"{fields.pop('date')}T{fields.pop('time')}"]
+    for spec in SCHEMA:
+        if spec.name in fields:
+            value = fields.pop(spec.name)
+            args += [spec.option, value] if spec.option else ["--flag", f"{spec.name}={value}"]
+    assert fields == {}
+    assert "--tz" in args and "--flag" in args  # both ways are tried
+    return args
+
+
+def test_enrol_takes_every_field_by_its_option_or_as_a_flag(env: dict[str, str]) -> None:
+    from reminders.services.enrolments import as_enrolment
+    from reminders.store.db import make_engine, make_sessionmaker, session_scope
+    from reminders.store.models import Enrolment as Row
+
+    enrolment = make_full_enrolment(on=date(2030, 6, 10))
+    assert run(env, "migrate").returncode == 0
+    result = run(env, "enrol", *as_arguments(enrolment))
+    assert result.returncode == 0, result.stderr
+    engine = make_engine(env["REMINDERS_DATABASE_URL"])
+    with session_scope(make_sessionmaker(engine)) as session:
+        assert as_enrolment(session.query(Row).one()) == enrolment
+    engine.dispose()
+
+
+def test_preview_takes_every_field_as_enrol_does(env: dict[str, str]) -> None:
+    data = preview(env, *as_arguments(make_full_enrolment(on=date(2030, 6, 10))))
+    assert (data["procedure"], data["starts_at"]) == (
+        "joint-denervation", "2030-06-10T09:30:00+01:00"
+    )  # fmt: skip

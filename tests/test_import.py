@@ -8,16 +8,18 @@ import csv
 import io
 import json
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
+from factories import make_full_enrolment
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from reminders.config import Config
-from reminders.core.enrolment import parse_fields
+from reminders.core.enrolment import FIELDS, parse_fields
 from reminders.core.schedule import compute_schedule
 from reminders.interfaces.cli import main
 from reminders.services import enrolments, imports, wording
@@ -493,6 +495,30 @@ def test_the_bulk_path_writes_what_enrol_writes(
     imported, enrolled = snapshot(row["booking_ref"]), snapshot("BK-ENROL")
     assert imported == enrolled
     assert imported["attention"] and imported["reminders"]
+
+
+def test_every_field_of_the_schema_is_a_column_the_import_takes(
+    db_engine: Engine, session: Session, open_config: Config
+) -> None:
+    """Through the bulk path for a new reference, then through `enrol` for a known one."""
+    first = make_full_enrolment(on=TODAY + timedelta(days=20))
+    changed = first.with_changes(
+        name="Megan Price", phone="+447911100002", email="megan.price@example.org",
+        language="cy", date=TODAY + timedelta(days=21), time=time(10, 0),
+        timezone=ZoneInfo("Europe/Dublin"), arrival=time(8, 45), sedation=False, joint="hip",
+        anticoagulant="Warfarin", anticoagulant_hold_days=5, anticoagulant_restart_days=0,
+    )  # fmt: skip
+    for enrolment, landed in ((first, "created"), (changed, "updated")):
+        report = import_csv(
+            make_sessionmaker(db_engine), open_config,
+            as_stream([enrolment.as_fields()], header=list(FIELDS)),
+            now=datetime.now(UTC), actor="alice",
+            on_refusal=lambda refusal: pytest.fail(refusal.reason),
+        )  # fmt: skip
+        assert getattr(report, landed) == 1
+        session.expire_all()
+        stored = session.scalars(select(models.Enrolment)).one()
+        assert enrolments.as_enrolment(stored) == enrolment
 
 
 def test_refusals_and_progress_reach_the_callbacks_as_the_import_goes(

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
 from typing import Any
 
+from factories import make_full_enrolment
 from fastapi import FastAPI
 from processes import wait_for
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from staff import ALICE, BOB, PASSWORD, Staff, in_days
 
+from reminders.core.enrolment import FIELDS, SCHEMA
 from reminders.interfaces.web.deps import get_now
-from reminders.services import accounts
+from reminders.services import accounts, enrolments
 from reminders.store import models
 from reminders.store.db import session_scope
 
@@ -239,6 +242,69 @@ def test_a_correction_goes_through_the_same_form_with_the_fields_filled_in(alice
     )  # fmt: skip
     assert response.headers["location"] == f"/enrolments/{enrolment_id}"
     assert "+447911100051" in alice.follow(response).text
+
+
+class FormValues(HTMLParser):
+    """What a browser would send from a page's form: each control's name and value (a list's
+    chosen option), and the label of each control."""
+
+    def __init__(self, page: str) -> None:
+        super().__init__()
+        self.values: dict[str, str] = {}
+        self.labels: dict[str, str] = {}
+        self._select: str | None = None
+        self._label: str | None = None
+        self.feed(page)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        named = {key: value or "" for key, value in attrs}
+        if tag == "input" and named.get("type") != "submit" and "name" in named:
+            self.values[named["name"]] = named.get("value", "")
+        elif tag == "select":
+            self._select = named["name"]
+            self.values[self._select] = ""
+        elif tag == "option" and self._select and "selected" in named:
+            self.values[self._select] = named["value"]
+        elif tag == "label":
+            self._label = named["for"]
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "select":
+            self._select = None
+        elif tag == "label":
+            self._label = None
+
+    def handle_data(self, data: str) -> None:
+        if self._label:
+            self.labels[self._label] = self.labels.get(self._label, "") + data
+
+
+def test_the_form_asks_for_every_field_of_the_schema_in_its_words(alice: Staff) -> None:
+    form = FormValues(alice.get("/enrol").text)
+    assert set(FIELDS) <= set(form.values)
+    labels = {name: text for name, text in form.labels.items() if name in FIELDS}
+    assert labels == {spec.name: spec.label for spec in SCHEMA}
+
+
+def test_the_import_page_names_every_column_it_takes(alice: Staff) -> None:
+    page = alice.get("/import").text
+    assert "<strong>booking_ref, name, procedure, date, time</strong> are required" in page
+    for name in FIELDS:
+        assert re.search(rf"\b{name}\b", page), name
+
+
+def test_every_field_goes_through_the_form_and_comes_back_to_correct(
+    alice: Staff, factory: sessionmaker[Session]
+) -> None:
+    enrolment = make_full_enrolment(on=in_days(20), booking_ref="BK-7100")
+    saved = alice.post("/enrol", {**enrolment.as_fields(), "action": "save"})
+    enrolment_id = int(alice.follow(saved).url.path.rsplit("/", 1)[1])
+    with session_scope(factory) as session:
+        row = session.get(models.Enrolment, enrolment_id)
+        assert row is not None and enrolments.as_enrolment(row) == enrolment
+    form = FormValues(alice.get(f"/enrol?enrolment={enrolment_id}").text)
+    given = {name: value for name, value in form.values.items() if name in FIELDS and value}
+    assert given == enrolment.as_fields()
 
 
 def test_a_late_enrolment_warning_waits_on_the_list_until_someone_deals_with_it(

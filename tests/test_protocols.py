@@ -266,3 +266,42 @@ def test_bad_unit_window_is_named(tmp_path: Path) -> None:
 )
 def test_offsets(text: str, amount: int, unit: str) -> None:
     assert Offset.parse(text) == Offset(amount, unit)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("at", "hour"), [('"18:00"', 18), ("18:00", 18), ('"9:30"', 9)])
+def test_a_rules_clock_time_is_read_as_an_enrolments_is(tmp_path: Path, at: str, hour: int) -> None:
+    extra = f"""\
+  - id: fasting
+    title: Fasting
+    phase: before
+    send: {{anchor: procedure, offset: -1d, at: {at}}}
+    template: fasting
+"""
+    protocol = load_text(tmp_path, extra)
+    assert protocol.rules[1].send.at.hour == hour  # type: ignore[attr-defined]
+
+
+def test_a_rules_clock_time_is_refused_in_the_same_words_as_an_enrolments(tmp_path: Path) -> None:
+    extra = """\
+  - id: fasting
+    title: Fasting
+    phase: before
+    send: {anchor: procedure, offset: -1d, at: "25:00"}
+    template: fasting
+"""
+    assert problem(tmp_path, extra) == (
+        "test-procedure.yaml: rule 'fasting': field 'send.at': '25:00' is not a time; "
+        "write HH:MM in 24-hour local time, such as 09:30"
+    )
+
+
+def test_a_unit_time_zone_that_is_not_one_is_named(tmp_path: Path) -> None:
+    text = (PROJECT_ROOT / "config" / "unit.yaml").read_text()
+    path = tmp_path / "unit.yaml"
+    path.write_text(text.replace("timezone: Europe/London", "timezone: Europe/Lndon"))
+    with pytest.raises(ConfigError) as refused:
+        load_unit(path)
+    assert str(refused.value) == (
+        "unit.yaml: field 'timezone': 'Europe/Lndon' is not a known time zone; "
+        "use an IANA name such as Europe/London"
+    )

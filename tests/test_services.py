@@ -4,13 +4,15 @@ reference, reschedule with corrections, cancel, complete."""
 from __future__ import annotations
 
 from datetime import date, datetime, time
+from zoneinfo import ZoneInfo
 
 import pytest
-from factories import make_enrolment, utc
+from factories import make_enrolment, make_full_enrolment, utc
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from reminders.config import Config
+from reminders.core.enrolment import FIELDS
 from reminders.services import enrolments, wording
 from reminders.store import lifecycle, models
 
@@ -277,3 +279,27 @@ def test_repeated_updates_do_not_repeat_the_same_call_list_entry(
 def test_a_procedure_in_the_past_is_refused(session: Session, config: Config) -> None:
     with pytest.raises(enrolments.EnrolmentRefused, match="already passed"):
         enrolments.enrol(session, config, warfarin_patient(), now=utc(2026, 12, 11), actor="a")
+
+
+# A value for every field unlike `make_full_enrolment`'s; the booking reference is how an update
+# finds the enrolment, so it stays.
+OTHERWISE = dict(
+    name="Megan Price", phone="+447911100002", email="megan.price@example.org", language="cy",
+    procedure="sacroplasty", date=date(2026, 12, 11), time=time(10, 0),
+    timezone=ZoneInfo("Europe/Dublin"), arrival=time(8, 45), sedation=False, joint="hip",
+    anticoagulant="Warfarin", anticoagulant_hold_days=5, anticoagulant_restart_days=0,
+)  # fmt: skip
+
+
+def test_an_update_that_changes_any_one_field_is_stored(session: Session, config: Config) -> None:
+    assert set(OTHERWISE) == set(FIELDS) - {"booking_ref"}
+    for number, (name, value) in enumerate(OTHERWISE.items()):
+        first = make_full_enrolment(booking_ref=f"BK-{number}")
+        enrolments.enrol(session, config, first, now=ENROLLED, actor="alice")
+        changed = first.with_changes(**{name: value})
+        assert changed != first, name
+        result = enrolments.enrol(session, config, changed, now=ENROLLED, actor="alice")
+        session.commit()
+        assert not result.created, name
+        session.expire_all()
+        assert enrolments.as_enrolment(result.enrolment) == changed, name

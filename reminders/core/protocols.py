@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from reminders.core.clock import SendingWindow, parse_sending_window
 from reminders.core.errors import ConfigError
+from reminders.core.parsers import parse_clock, parse_timezone
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -102,11 +103,7 @@ def _parse_clock(value: object) -> time:
         hours, minutes = divmod(value, 60)
         if 0 <= hours < 24:
             return time(hours, minutes)
-    if isinstance(value, str):
-        match = re.fullmatch(r"(\d{1,2}):(\d{2})", value.strip())
-        if match and int(match[1]) < 24 and int(match[2]) < 60:
-            return time(int(match[1]), int(match[2]))
-    raise ValueError(f'{value!r} is not a clock time; write HH:MM such as "18:00"')
+    return parse_clock(str(value))
 
 
 class _Strict(BaseModel):
@@ -214,6 +211,14 @@ class Unit(_Strict):
     bank_holidays: Literal["england-and-wales", "scotland", "northern-ireland"]
     # When GP surgeries are normally open on weekdays, to point patients to NHS 111 otherwise.
     gp_hours: SendingWindow = SendingWindow(time(8), time(18, 30))
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        # Kept as its name, for the templates; checked here so that a typo stops `reminders
+        # check` and start-up, not the first staff page that shows a time.
+        parse_timezone(value)
+        return value
 
     @field_validator("sending_window", "gp_hours", mode="before")
     @classmethod

@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from reminders.core.enrolment import FIELDS, InvalidEnrolment, parse_fields
+from reminders.core.enrolment import (
+    FIELDS,
+    SCHEMA,
+    InvalidEnrolment,
+    parse_fields,
+    required_fields,
+)
 from reminders.core.errors import ConfigError
 from reminders.services.accounts import AccountError
 from reminders.services.enrolments import EnrolmentRefused
@@ -64,14 +70,18 @@ def _flags(pairs: Sequence[str]) -> dict[str, str]:
     return fields
 
 
+# The fields with an option of their own; the others are given with --flag KEY=VALUE, and date
+# and time together with --at.
+_OPTIONS = tuple((spec.option, spec) for spec in SCHEMA if spec.option is not None)
+
+
 def _enrolment_fields(args: argparse.Namespace) -> dict[str, str]:
     fields = _flags(args.flag)
     date, sep, clock = args.at.partition("T")
     if not sep:
         raise UsageError(f"--at: {args.at!r} should be YYYY-MM-DDTHH:MM, such as 2026-06-10T09:30")
-    named = {"procedure": args.procedure, "date": date, "time": clock, "timezone": args.tz}
-    for option in ("name", "phone", "email", "booking_ref", "language", "arrival"):
-        named[option] = getattr(args, option, None)
+    named = {"date": date, "time": clock}
+    named.update({spec.name: getattr(args, spec.name) for _, spec in _OPTIONS})
     for key, value in named.items():
         if value is None:
             continue
@@ -81,14 +91,19 @@ def _enrolment_fields(args: argparse.Namespace) -> dict[str, str]:
     return fields
 
 
-def _add_enrolment_options(parser: argparse.ArgumentParser, *, name_required: bool) -> None:
-    parser.add_argument("--procedure", required=True, help="procedure slug, e.g. sacroplasty")
+def _add_enrolment_options(
+    parser: argparse.ArgumentParser, *, filled_in: Sequence[str] = ()
+) -> None:
+    """An option for each field that has one; `filled_in`: required fields the command fills
+    in itself when not given."""
+    required = set(required_fields(from_system=False)) - set(filled_in)
     parser.add_argument("--at", required=True, help="local start, YYYY-MM-DDTHH:MM")
-    parser.add_argument("--tz", help="IANA time zone (default REMINDERS_TIMEZONE)")
-    parser.add_argument("--name", required=name_required)
-    parser.add_argument("--phone")
-    parser.add_argument("--email")
-    parser.add_argument("--arrival", help="local arrival time, HH:MM")
+    for option, spec in _OPTIONS:
+        example = f", such as {spec.examples[0]}" if spec.examples else ""
+        parser.add_argument(
+            option, dest=spec.name, metavar=spec.name.upper(), required=spec.name in required,
+            help=f"{spec.label}{example}",
+        )  # fmt: skip
     parser.add_argument(
         "--flag", action="append", default=[], metavar="KEY=VALUE", help="any enrolment field"
     )
@@ -110,14 +125,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+# A preview does not need a real patient: what it fills in when not told.
+_PREVIEW_SAMPLES = {"name": "Alex Smith"}
+
+
 def cmd_preview(args: argparse.Namespace) -> int:
     from reminders.config import Config
     from reminders.services.checks import SAMPLE_EMAIL, SAMPLE_PHONE
     from reminders.services.preview import preview
 
     config = Config.load()
-    fields = _enrolment_fields(args)
-    fields.setdefault("name", "Alex Smith")
+    fields = {**_PREVIEW_SAMPLES, **_enrolment_fields(args)}
     if not fields.get("phone") and not fields.get("email"):
         # Show both channels when staff have not said how the patient will be reached.
         fields.update(phone=SAMPLE_PHONE, email=SAMPLE_EMAIL)
@@ -387,14 +405,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("check", help="validate protocols, templates and the unit file")
 
     preview = commands.add_parser("preview", help="show what a patient would receive, and when")
-    _add_enrolment_options(preview, name_required=False)
+    _add_enrolment_options(preview, filled_in=list(_PREVIEW_SAMPLES))
     preview.add_argument("--now", help="pretend it is this moment (ISO 8601 with offset)")
     preview.add_argument("--json", action="store_true", help="machine-readable output")
 
     enrol = commands.add_parser("enrol", help="enrol a patient and schedule their reminders")
-    _add_enrolment_options(enrol, name_required=True)
-    enrol.add_argument("--booking-ref", dest="booking_ref")
-    enrol.add_argument("--language")
+    _add_enrolment_options(enrol)
 
     user = commands.add_parser("user", help="staff accounts").add_subparsers(
         dest="user_command", required=True, parser_class=_Parser

@@ -19,7 +19,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from reminders.core.enrolment import parse_email
+from reminders.core.parsers import parse_email
 from reminders.store import journal, models
 
 MIN_PASSWORD_LENGTH = 12

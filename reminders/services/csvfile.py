@@ -21,9 +21,9 @@ import tempfile
 from collections.abc import Generator, Iterator
 from typing import BinaryIO
 
-from reminders.core.enrolment import FIELDS
+from reminders.core.enrolment import FIELDS, required_fields
 
-REQUIRED = ("booking_ref", "name", "procedure", "date", "time")
+REQUIRED = required_fields(from_system=True)
 _CHUNK = 1 << 20
 _SAVE_AS = "in Excel, use File > Save As and choose 'CSV UTF-8 (Comma delimited)'"
 # Bytes that Windows-1252 leaves undefined: a file holding one is not Windows-1252 either.

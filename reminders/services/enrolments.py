@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -21,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from reminders.config import Config
 from reminders.core.clock import localize
-from reminders.core.enrolment import Enrolment
+from reminders.core.enrolment import SCHEMA, Enrolment
 from reminders.core.rendering import enrolment_context, template_context
 from reminders.core.schedule import (
     PlannedReminder,
@@ -34,10 +33,7 @@ from reminders.core.schedule import (
 from reminders.store import journal, lifecycle, models
 
 # Enrolment fields that, when changed, change what the patient receives.
-_SCHEDULE_FIELDS = (
-    "procedure", "date", "time", "timezone", "arrival", "sedation", "joint", "anticoagulant",
-    "anticoagulant_hold_days", "anticoagulant_restart_days", "phone", "email", "language", "name",
-)  # fmt: skip
+_SCHEDULE_FIELDS = tuple(spec.name for spec in SCHEMA if spec.changes_schedule)
 _DELIVERED_STATES = ("sending", "sent")
 
 
@@ -69,43 +65,15 @@ def new_booking_ref(now: datetime) -> str:
 
 def as_enrolment(row: models.Enrolment) -> Enrolment:
     """The stored enrolment as the pure core sees it."""
-    patient = row.patient
-    return Enrolment(
-        name=patient.name,
-        procedure=row.procedure,
-        date=row.local_date,
-        time=row.local_time,
-        timezone=ZoneInfo(row.timezone),
-        booking_ref=row.booking_ref,
-        phone=patient.phone,
-        email=patient.email,
-        language=patient.language,
-        arrival=row.arrival,
-        sedation=row.sedation,
-        joint=row.joint,
-        anticoagulant=row.anticoagulant,
-        anticoagulant_hold_days=row.anticoagulant_hold_days,
-        anticoagulant_restart_days=row.anticoagulant_restart_days,
-        enrolled_at=row.enrolled_at,
-    )
+    return Enrolment.from_columns(row.patient, row, enrolled_at=row.enrolled_at)
 
 
 def _store_fields(row: models.Enrolment, enrolment: Enrolment, starts_at: datetime) -> None:
-    row.patient.name = enrolment.name
-    row.patient.phone = enrolment.phone
-    row.patient.email = enrolment.email
-    row.patient.language = enrolment.language
-    row.procedure = enrolment.procedure
-    row.local_date = enrolment.date
-    row.local_time = enrolment.time
-    row.timezone = enrolment.timezone.key
+    for column, value in enrolment.columns("patient").items():
+        setattr(row.patient, column, value)
+    for column, value in enrolment.columns("enrolment").items():
+        setattr(row, column, value)
     row.starts_at = starts_at
-    row.arrival = enrolment.arrival
-    row.sedation = enrolment.sedation
-    row.joint = enrolment.joint
-    row.anticoagulant = enrolment.anticoagulant
-    row.anticoagulant_hold_days = enrolment.anticoagulant_hold_days
-    row.anticoagulant_restart_days = enrolment.anticoagulant_restart_days
 
 
 def _warn(

@@ -39,15 +39,7 @@ def insert_new(session: Session, plans: list[Planned], *, now: datetime, actor: 
     patient_ids = insert_rows(
         connection,
         models.Patient,
-        [
-            {
-                "name": plan.enrolment.name,
-                "phone": plan.enrolment.phone,
-                "email": plan.enrolment.email,
-                "language": plan.enrolment.language,
-            }
-            for plan in plans
-        ],
+        [plan.enrolment.columns("patient") for plan in plans],
         ids=True,
     )
     enrolment_ids = insert_rows(
@@ -87,19 +79,9 @@ def _enrolment_values(
     enrolment: Enrolment, starts_at: datetime, patient_id: int, now: datetime
 ) -> dict[str, object]:
     return {
-        "booking_ref": enrolment.booking_ref,
+        **enrolment.columns("enrolment"),
         "patient_id": patient_id,
-        "procedure": enrolment.procedure,
-        "local_date": enrolment.date,
-        "local_time": enrolment.time,
-        "timezone": enrolment.timezone.key,
         "starts_at": starts_at,
-        "arrival": enrolment.arrival,
-        "sedation": enrolment.sedation,
-        "joint": enrolment.joint,
-        "anticoagulant": enrolment.anticoagulant,
-        "anticoagulant_hold_days": enrolment.anticoagulant_hold_days,
-        "anticoagulant_restart_days": enrolment.anticoagulant_restart_days,
         "status": models.ENROLMENT_ACTIVE,
         "schedule_version": 1,
         "enrolled_at": now,

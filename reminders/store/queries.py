@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import phonenumbers
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, joinedload
 
+from reminders.core.parsers import parse_phone
 from reminders.store import models
 
 E, P = models.Enrolment, models.Patient
@@ -28,14 +28,12 @@ def upcoming(session: Session, start: datetime, end: datetime) -> list[models.En
 
 
 def _phone(text: str) -> str | None:
-    """The E.164 form of a number typed the way staff type them (07911 100001, +44...)."""
-    if sum(c.isdigit() for c in text) < 10:
-        return None
+    """The E.164 form of a number typed the way staff type them (07911 100001, +44...), when
+    it is one: every stored number went through the same parser."""
     try:
-        number = phonenumbers.parse(text, "GB")
-    except phonenumbers.NumberParseException:
+        return parse_phone(text)
+    except ValueError:
         return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def search(session: Session, text: str) -> list[models.Enrolment]:

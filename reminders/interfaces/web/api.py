@@ -8,7 +8,7 @@ refusal has one shape, `{"detail": ..., "problems": [...]}`, whatever refused it
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -16,14 +16,36 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    create_model,
+)
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException
 
 from reminders.config import Config
 from reminders.core.clock import iso_local
-from reminders.core.enrolment import FIELDS, Enrolment, InvalidEnrolment, parse_fields
+from reminders.core.enrolment import (
+    FIELDS,
+    SCHEMA,
+    Enrolment,
+    InvalidEnrolment,
+    parse_fields,
+    required_fields,
+)
+from reminders.core.parsers import (
+    BOOKING_REF_MAX_LENGTH,
+    BOOKING_REF_PATTERN,
+    BOOKING_REF_RULE,
+    has_control_character,
+)
 from reminders.core.rendering import Message
 from reminders.interfaces.web.deps import AppConfig, Now
 from reminders.services import accounts, enrolments, wording
@@ -134,11 +156,9 @@ _NOT_JSON = "body: this is not valid JSON in UTF-8"
 # What to say about a field whatever is wrong with it: pydantic's own words ("Input should be a
 # valid boolean", "String should match pattern ...") are not for a booking clerk.
 _HINTS = {
-    "sedation": "give true or false",
-    "anticoagulant_hold_days": "give a whole number of days",
-    "anticoagulant_restart_days": "give a whole number of days",
+    **{spec.name: spec.kind.wrong_json for spec in SCHEMA if spec.kind.wrong_json},
     "id": "give an enrolment's id, a whole number from 1",
-    "booking_ref": "use letters, digits and - / _ . only, at most 64",
+    "booking_ref": BOOKING_REF_RULE,
 }
 
 
@@ -191,8 +211,8 @@ Sessions = Annotated[sessionmaker[Session], Depends(get_sessions)]
 
 
 def _printable(value: str) -> str:
-    # PostgreSQL refuses NUL in text, and a line break in a name would break an SMS's layout.
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    # The core's check, in words for a booking system's developer rather than for staff typing.
+    if has_control_character(value):
         raise ValueError("must not contain control characters such as line breaks")
     return value
 
@@ -200,27 +220,11 @@ def _printable(value: str) -> str:
 Text = Annotated[StrictStr, AfterValidator(_printable)]
 
 
-class EnrolmentChanges(BaseModel):
-    """Enrolment fields, named as in the Contracts. Text as the CLI and CSV take it; sedation
-    may also be a JSON boolean and the day counts JSON integers. `null` removes a field."""
+class EnrolmentBody(BaseModel):
+    """What the request models made from the schema share: unknown fields are refused, and the
+    fields sent are read as text."""
 
     model_config = ConfigDict(extra="forbid")
-
-    booking_ref: Text | None = Field(default=None, examples=["BK-20260610-0042"])
-    name: Text | None = Field(default=None, examples=["Alex Smith"])
-    phone: Text | None = Field(default=None, examples=["07911 123456", "+447911123456"])
-    email: Text | None = Field(default=None, examples=["alex.smith@example.org"])
-    language: Text | None = Field(default=None, examples=["en-GB"])
-    procedure: Text | None = Field(default=None, examples=["sacroplasty"])
-    date: Text | None = Field(default=None, description="YYYY-MM-DD", examples=["2030-06-10"])
-    time: Text | None = Field(default=None, description="HH:MM, local", examples=["09:30"])
-    timezone: Text | None = Field(default=None, examples=["Europe/London"])
-    arrival: Text | None = Field(default=None, description="HH:MM, local", examples=["08:30"])
-    sedation: StrictBool | Text | None = Field(default=None, examples=[True, "no"])
-    joint: Text | None = Field(default=None, examples=["knee"])
-    anticoagulant: Text | None = Field(default=None, examples=["warfarin"])
-    anticoagulant_hold_days: StrictInt | Text | None = Field(default=None, examples=[5])
-    anticoagulant_restart_days: StrictInt | Text | None = Field(default=None, examples=[0])
 
     def values(self) -> dict[str, str | None]:
         """The fields that were sent, as the text `parse_fields` reads; None for a `null`."""
@@ -233,15 +237,42 @@ class EnrolmentChanges(BaseModel):
         return values
 
 
-class NewEnrolment(EnrolmentChanges):
-    """A booking system's enrolment. `booking_ref` is required, so that a retry updates the
-    enrolment it made instead of making a second."""
+# JSON values the API takes besides text, strictly: a JSON 1 is not a yes.
+_STRICT: dict[type, Any] = {bool: StrictBool, int: StrictInt}
 
-    booking_ref: Text = Field(examples=["BK-20260610-0042"])
-    name: Text = Field(examples=["Alex Smith"])
-    procedure: Text = Field(examples=["sacroplasty"])
-    date: Text = Field(description="YYYY-MM-DD", examples=["2030-06-10"])
-    time: Text = Field(description="HH:MM, local", examples=["09:30"])
+
+def _request_model(name: str, doc: str, *, required: Sequence[str]) -> type[EnrolmentBody]:
+    definitions: dict[str, Any] = {}
+    for spec in SCHEMA:
+        taken: Any = Text if spec.kind.json is None else _STRICT[spec.kind.json] | Text
+        described, examples = spec.kind.format, list(spec.examples)
+        if spec.name in required:
+            definitions[spec.name] = (taken, Field(description=described, examples=examples))
+        else:
+            definitions[spec.name] = (
+                taken | None,
+                Field(default=None, description=described, examples=examples),
+            )
+    return create_model(name, __base__=EnrolmentBody, __doc__=doc, **definitions)
+
+
+# Made from the schema at import, so the type checker sees only what the handlers use of them.
+if TYPE_CHECKING:
+    EnrolmentChanges = EnrolmentBody
+    NewEnrolment = EnrolmentBody
+else:
+    EnrolmentChanges = _request_model(
+        "EnrolmentChanges",
+        "Enrolment fields, named as in the Contracts. Text as the CLI and CSV take it; sedation\n"
+        "may also be a JSON boolean and the day counts JSON integers. `null` removes a field.",
+        required=(),
+    )
+    NewEnrolment = _request_model(
+        "NewEnrolment",
+        "A booking system's enrolment. `booking_ref` is required, so that a retry updates the\n"
+        "enrolment it made instead of making a second.",
+        required=required_fields(from_system=True),
+    )
 
 
 # --- what is answered ----------------------------------------------------------------------
@@ -252,24 +283,27 @@ class NewEnrolment(EnrolmentChanges):
 _LOCAL_TIME = "ISO 8601 with seconds, in the patient's own UTC offset"
 
 
-class EnrolmentFields(BaseModel):
-    """The enrolment as it is stored, in the text form the API and CSV accept back."""
+def _answer_model() -> type[BaseModel]:
+    # A field is answered as null only when its column may be empty: language and timezone
+    # always have a value once stored, though a request may leave them out.
+    tables = {"patient": models.Patient.__table__, "enrolment": models.Enrolment.__table__}
+    definitions: dict[str, Any] = {}
+    for spec in SCHEMA:
+        if tables[spec.stored.row].c[spec.stored.column].nullable:
+            definitions[spec.name] = (str | None, None)
+        else:
+            definitions[spec.name] = (str, ...)
+    return create_model(
+        "EnrolmentFields",
+        __doc__="The enrolment as it is stored, in the text form the API and CSV accept back.",
+        **definitions,
+    )
 
-    booking_ref: str
-    name: str
-    phone: str | None = None
-    email: str | None = None
-    language: str
-    procedure: str
-    date: str
-    time: str
-    timezone: str
-    arrival: str | None = None
-    sedation: str | None = None
-    joint: str | None = None
-    anticoagulant: str | None = None
-    anticoagulant_hold_days: str | None = None
-    anticoagulant_restart_days: str | None = None
+
+if TYPE_CHECKING:
+    EnrolmentFields = BaseModel
+else:
+    EnrolmentFields = _answer_model()
 
 
 class EnrolmentLinks(BaseModel):
@@ -387,7 +421,7 @@ EnrolmentId = Annotated[int, Path(alias="id", ge=1, le=2**31 - 1)]
 # The Contract's booking reference: what `parse_fields` accepts, so anything else is refused
 # before it reaches the database (PostgreSQL refuses NUL in text outright).
 BookingRef = Annotated[
-    str, Query(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9/_.-]*$")
+    str, Query(min_length=1, max_length=BOOKING_REF_MAX_LENGTH, pattern=BOOKING_REF_PATTERN)
 ]
 
 

@@ -20,7 +20,16 @@ from starlette.datastructures import FormData
 
 from reminders.config import Config
 from reminders.core.clock import localize
-from reminders.core.enrolment import FIELDS, InvalidEnrolment, parse_clock, parse_date, parse_fields
+from reminders.core.enrolment import (
+    FIELDS,
+    PROCEDURE,
+    SCHEMA,
+    YES_NO,
+    InvalidEnrolment,
+    parse_fields,
+    required_fields,
+)
+from reminders.core.parsers import parse_clock, parse_date
 from reminders.interfaces.web.auth import AdminUser, StaffForm, StaffUser
 from reminders.interfaces.web.deps import AppConfig, DbSession, Now
 from reminders.interfaces.web.rendering import flash, page
@@ -100,14 +109,29 @@ def _problems(error: InvalidEnrolment) -> dict[str, str]:
     return {name: "; ".join(texts) for name, texts in by_field.items()}
 
 
+def _options(config: Config) -> dict[str, list[tuple[str, str]]]:
+    """What the form's lists offer, for the fields that are chosen from a list: value, words."""
+    options: dict[str, list[tuple[str, str]]] = {}
+    for spec in SCHEMA:
+        if spec.kind is PROCEDURE:
+            protocols = sorted(config.protocols.values(), key=lambda p: p.name)
+            options[spec.name] = [(p.procedure, p.name) for p in protocols]
+        elif spec.kind is YES_NO:
+            options[spec.name] = [("yes", "Yes"), ("no", "No")]
+        elif spec.choices:
+            options[spec.name] = [(choice, choice.capitalize()) for choice in spec.choices]
+    return options
+
+
 def _enrol_page(
     request: Request, config: Config, *, values: dict[str, str], errors: dict[str, str] | None =
     None, result: Any = None, existing: models.Enrolment | None = None, status_code: int = 200,
 ) -> Response:  # fmt: skip
     return page(
-        request, "enrol.html", values=values, errors=errors or {}, preview=result,
-        existing=existing, protocols=sorted(config.protocols.values(), key=lambda p: p.name),
-        default_timezone=config.settings.timezone.key, status_code=status_code,
+        request, "enrol.html", fields=SCHEMA, options=_options(config),
+        required=required_fields(from_system=False), values=values, errors=errors or {},
+        preview=result, existing=existing, default_timezone=config.settings.timezone.key,
+        status_code=status_code,
     )  # fmt: skip
 
 

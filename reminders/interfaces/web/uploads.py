@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.datastructures import UploadFile
 
 from reminders.config import Config
+from reminders.core.enrolment import FIELDS
 from reminders.interfaces.web.auth import StaffForm, StaffUser
 from reminders.interfaces.web.deps import AppConfig, DbSession, Now
 from reminders.interfaces.web.pages import found
@@ -49,7 +50,8 @@ def _form(request: Request, session: Session, now: datetime, *, error: str | Non
         select(models.ImportRun).order_by(models.ImportRun.id.desc()).limit(RECENT)
     ).all()
     return page(
-        request, "import.html", runs=runs, now=now, error=error,
+        request, "import.html", runs=runs, now=now, error=error, required=csvfile.REQUIRED,
+        optional=[name for name in FIELDS if name not in csvfile.REQUIRED],
         status_code=422 if error else 200,
     )  # fmt: skip
 
