@@ -203,8 +203,7 @@ def test_smtp_with_its_defaults(clean: Path) -> None:
 
 @pytest.mark.parametrize(
     ("value", "starttls"),
-    [("true", True), ("YES", True), (" on ", True), ("1", True),
-     ("false", False), ("No", False), ("off", False), ("0", False)],
+    [("true", True), ("YES", True), (" yes ", True), ("false", False), ("No", False)],
 )  # fmt: skip
 def test_smtp_starttls_reads_the_usual_words(clean: Path, value: str, starttls: bool) -> None:
     smtp = Settings.from_env({**SMTP, "SMTP_STARTTLS": value, "SMTP_PORT": " 25 "}).smtp
@@ -221,12 +220,12 @@ def test_smtp_variables_without_a_host_switch_nothing_on(clean: Path) -> None:
     ("env", "message"),
     [
         ({"REMINDERS_TIMEZONE": "Mars/Olympus_Mons"},
-         "REMINDERS_TIMEZONE: unknown time zone 'Mars/Olympus_Mons'; use an IANA name such as "
-         "Europe/London"),
+         "REMINDERS_TIMEZONE: 'Mars/Olympus_Mons' is not a known time zone; use an IANA name "
+         "such as Europe/London"),
         ({"REMINDERS_TIMEZONE": "Etc"},
-         "REMINDERS_TIMEZONE: unknown time zone 'Etc'; use an IANA name such as Europe/London"),
+         "REMINDERS_TIMEZONE: 'Etc' is not a known time zone; use an IANA name such as Europe/London"),
         ({"REMINDERS_TIMEZONE": ""},
-         "REMINDERS_TIMEZONE: unknown time zone ''; use an IANA name such as Europe/London"),
+         "REMINDERS_TIMEZONE: '' is not a known time zone; use an IANA name such as Europe/London"),
         ({"REMINDERS_SENDING_WINDOW": "8-20"},
          "REMINDERS_SENDING_WINDOW: expected HH:MM-HH:MM such as 08:00-20:00, got '8-20'"),
         ({"REMINDERS_SENDING_WINDOW": "20:00-08:00"},
@@ -260,8 +259,8 @@ def test_smtp_variables_without_a_host_switch_nothing_on(clean: Path) -> None:
         ({**SMTP, "SMTP_PORT": "smtp"}, "SMTP_PORT: expected a whole number, got 'smtp'"),
         ({**SMTP, "SMTP_PORT": "0"}, "SMTP_PORT: must be at least 1, got 0"),
         ({**SMTP, "SMTP_STARTTLS": "maybe"},
-         "SMTP_STARTTLS: expected true or false, got 'maybe'"),
-        ({**SMTP, "SMTP_STARTTLS": ""}, "SMTP_STARTTLS: expected true or false, got ''"),
+         "SMTP_STARTTLS: 'maybe' is not one of true, false, yes, no"),
+        ({**SMTP, "SMTP_STARTTLS": ""}, "SMTP_STARTTLS: '' is not one of true, false, yes, no"),
     ],
 )  # fmt: skip
 def test_a_malformed_value_is_refused_in_one_line_naming_it(
