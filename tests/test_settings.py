@@ -223,7 +223,8 @@ def test_smtp_variables_without_a_host_switch_nothing_on(clean: Path) -> None:
          "REMINDERS_TIMEZONE: 'Mars/Olympus_Mons' is not a known time zone; use an IANA name "
          "such as Europe/London"),
         ({"REMINDERS_TIMEZONE": "Etc"},
-         "REMINDERS_TIMEZONE: 'Etc' is not a known time zone; use an IANA name such as Europe/London"),
+         "REMINDERS_TIMEZONE: 'Etc' is not a known time zone; use an IANA name such as "
+         "Europe/London"),
         ({"REMINDERS_TIMEZONE": ""},
          "REMINDERS_TIMEZONE: '' is not a known time zone; use an IANA name such as Europe/London"),
         ({"REMINDERS_SENDING_WINDOW": "8-20"},
