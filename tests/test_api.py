@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 
 from reminders.core.enrolment import FIELDS, SCHEMA, required_fields
 from reminders.core.parsers import parse_booking_ref
-from reminders.interfaces.web import api
+from reminders.interfaces.web import api_models
 from reminders.interfaces.web.app import create_app
 from reminders.services import accounts
 from reminders.settings import Settings
@@ -463,15 +463,15 @@ def test_times_are_shown_in_the_patients_own_offset(as_booking_system: TestClien
 
 
 def test_the_request_and_answer_use_the_contracts_field_names() -> None:
-    assert list(api.EnrolmentChanges.model_fields) == list(FIELDS)
-    assert list(api.NewEnrolment.model_fields) == list(FIELDS)
-    assert list(api.EnrolmentFields.model_fields) == list(FIELDS)
-    fields = api.ReminderOut.model_fields
+    assert list(api_models.EnrolmentChanges.model_fields) == list(FIELDS)
+    assert list(api_models.NewEnrolment.model_fields) == list(FIELDS)
+    assert list(api_models.EnrolmentFields.model_fields) == list(FIELDS)
+    fields = api_models.ReminderOut.model_fields
     assert get_args(fields["state"].annotation) == models.REMINDER_STATES
     assert get_args(fields["channel"].annotation) == models.CHANNELS
     statuses = get_args(fields["delivery_status"].annotation)
     assert get_args(statuses[0]) == models.DELIVERY_STATUSES
-    assert get_args(api.EnrolmentOut.model_fields["status"].annotation) == (
+    assert get_args(api_models.EnrolmentOut.model_fields["status"].annotation) == (
         models.ENROLMENT_STATUSES
     )
 

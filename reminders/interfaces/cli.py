@@ -4,15 +4,13 @@ line saying what to fix and a non-zero exit, never a traceback."""
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import os
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import NoReturn
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -28,9 +26,6 @@ from reminders.core.errors import ConfigError
 from reminders.services.accounts import AccountError
 from reminders.services.enrolments import EnrolmentRefused
 
-if TYPE_CHECKING:
-    from reminders.services.imports import ImportReport, Refusal
-
 EXIT_USAGE = 2
 
 
@@ -44,7 +39,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def _now(value: str | None) -> datetime:
+def parse_now(value: str | None) -> datetime:
     if value is None:
         return datetime.now(UTC)
     try:
@@ -142,7 +137,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     enrolment = parse_fields(
         fields, protocols=config.protocols, default_timezone=config.settings.timezone
     )
-    result = preview(config, enrolment, _now(args.now))
+    result = preview(config, enrolment, parse_now(args.now))
     if args.json:
         print(json.dumps(result.as_json(), indent=2, ensure_ascii=False))
     else:
@@ -176,7 +171,7 @@ def cmd_enrol(args: argparse.Namespace) -> int:
     engine = make_engine(url)
     try:
         with session_scope(make_sessionmaker(engine)) as session:
-            result = enrolments.enrol(session, config, enrolment, now=_now(None), actor="cli")
+            result = enrolments.enrol(session, config, enrolment, now=parse_now(None), actor="cli")
             enrolment_id = result.enrolment.id
     finally:
         engine.dispose()
@@ -184,134 +179,6 @@ def cmd_enrol(args: argparse.Namespace) -> int:
         print(f"Warning: {warning}", file=sys.stderr)
     print(enrolment_id)
     return 0
-
-
-class _ErrorsFile:
-    """FILE.errors.csv: refused rows as they were given, with the line and the reason first.
-    Opened at the first refusal, so a clean import leaves none; each row is written as it is
-    refused, so what the import found survives a crash. A byte-order mark makes Excel show
-    accented names as typed, and the importer reads it back, so fixed rows can be imported
-    straight from this file."""
-
-    def __init__(self, source: Path, columns: list[str]) -> None:
-        stem = source.name[:-4] if source.name.lower().endswith(".csv") else source.name
-        self.path = source.with_name(f"{stem}.errors.csv")
-        self.columns = columns
-        self.written = 0
-        self._stack = ExitStack()
-        self._writer: Any = None
-
-    def write(self, refusal: Refusal) -> None:
-        if self._writer is None:
-            out = self._stack.enter_context(self.path.open("w", encoding="utf-8-sig", newline=""))
-            self._writer = csv.writer(out)
-            self._writer.writerow(["line", "reason", *self.columns])
-        self._writer.writerow([refusal.line, refusal.reason, *refusal.row.values()])
-        self.written += 1
-
-    def close(self) -> None:
-        self._stack.close()
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number:,} {noun}{'' if number == 1 else 's'}"
-
-
-def _import_summary(report: ImportReport, errors: _ErrorsFile) -> list[str]:
-    detail = f"{report.created:,} new, {report.updated:,} updated"
-    if report.unchanged:
-        detail += f", {report.unchanged:,} unchanged"
-    summary = f"{_count(report.landed, 'row')} landed ({detail})"
-    if report.refused:
-        summary += f"; {report.refused:,} refused, see {errors.path}"
-    lines = [summary]
-    if report.warnings:
-        warnings = _count(report.warnings, "late-enrolment warning")
-        lines.append(f"{warnings} for staff: see the needs-attention list.")
-    return lines
-
-
-def cmd_import(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from reminders.config import Config
-    from reminders.services.csvfile import UnusableFile, open_csv
-    from reminders.services.imports import ImportInterrupted, import_csv
-    from reminders.store.db import make_engine, make_sessionmaker
-    from reminders.store.migrate import check_current
-
-    path = Path(args.file)
-    with ExitStack() as cleanup:
-        stream = cleanup.enter_context(path.open("rb"))
-        try:
-            csv_file = open_csv(stream)
-        except UnusableFile as exc:
-            raise UsageError(f"{path.name}: {exc}. Nothing was imported.") from None
-        config = Config.load()
-        check_current(config.settings.database_url)
-        engine = make_engine(config.settings.database_url)
-        cleanup.callback(engine.dispose)
-        errors = _ErrorsFile(path, csv_file.columns)
-        cleanup.callback(errors.close)
-        console = Console(stderr=True)
-        progress = cleanup.enter_context(
-            Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                DownloadColumn(),
-                TimeRemainingColumn(),
-                console=console,
-                disable=not console.is_terminal,
-            )
-        )
-        task = progress.add_task(f"Importing {path.name}", total=path.stat().st_size)
-        done = [0]  # rows in committed batches
-
-        def show(bytes_read: int, rows: int) -> None:
-            progress.update(task, completed=bytes_read)
-            done[0] = rows
-
-        try:
-            report = import_csv(
-                make_sessionmaker(engine),
-                config,
-                csv_file,
-                now=_now(None),
-                actor="cli",
-                on_refusal=errors.write,
-                on_progress=show,
-                # A worker a CPU writes the messages, most of the work; a few are enough, as
-                # this process and the database's have their own share to do.
-                workers=min(os.cpu_count() or 1, 4),
-            )
-        except KeyboardInterrupt:
-            print(
-                f"reminders import: {path.name}: stopped after {_count(done[0], 'row')}, which "
-                "have landed or been refused. Import the same file again to finish: rows that "
-                "landed are updated, not duplicated",
-                file=sys.stderr,
-            )
-            return 130  # as the shell reports a command stopped by Ctrl-C
-        except ImportInterrupted as exc:
-            print(f"reminders import: {path.name}: {exc}", file=sys.stderr)
-            if errors.written:
-                print(
-                    f"reminders import: rows refused so far are in {errors.path}", file=sys.stderr
-                )
-            return EXIT_USAGE
-    if report.encoding != "utf-8":
-        print(
-            f"Note: {path.name} is not UTF-8, so it was read as Windows-1252 (what Excel's "
-            "'CSV (Comma delimited)' writes); check that accented names look right.",
-            file=sys.stderr,
-        )
-    if not report.refused and errors.path.exists():
-        errors.path.unlink()
-        print(f"Removed {errors.path}, left by an earlier import.", file=sys.stderr)
-    for line in _import_summary(report, errors):
-        print(line)
-    return 1 if report.refused else 0
 
 
 @contextmanager
@@ -342,7 +209,7 @@ def cmd_user(args: argparse.Namespace) -> int:
     from reminders.services import accounts
 
     with _database_session() as session:
-        now = _now(None)
+        now = parse_now(None)
         if args.user_command == "add":
             user = accounts.add_user(
                 session, email=args.email, password=_password(args), role=args.role,
@@ -375,11 +242,13 @@ def cmd_token(args: argparse.Namespace) -> int:
 
     with _database_session() as session:
         if args.token_command == "add":
-            new = accounts.add_token(session, name=args.name, now=_now(None), actor="cli")
+            new = accounts.add_token(session, name=args.name, now=parse_now(None), actor="cli")
             print(new.secret)
             print(f"Token {new.token.id}. Keep it safe: it is shown only once.", file=sys.stderr)
         elif args.token_command == "revoke":
-            token = accounts.revoke_token(session, token_id=args.id, now=_now(None), actor="cli")
+            token = accounts.revoke_token(
+                session, token_id=args.id, now=parse_now(None), actor="cli"
+            )
             print(f"token {token.id} ({token.name}) no longer works")
         else:
             for token in session.scalars(select(models.ApiToken).order_by(models.ApiToken.id)):
@@ -447,6 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
     token_revoke = token.add_parser("revoke", help="stop a token working, at once and for good")
     token_revoke.add_argument("id", type=int, help="its number, from `reminders token list`")
     return parser
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from reminders.interfaces.cli_import import import_file
+
+    return import_file(Path(args.file))
 
 
 _COMMANDS = {

@@ -14,12 +14,9 @@ Patient data never reaches a log: only counts and line numbers.
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import os
-import signal
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,12 +28,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from reminders.config import Config
-from reminders.core.enrolment import Enrolment, InvalidEnrolment, parse_fields
-from reminders.core.rendering import RenderError, enrolment_context
-from reminders.core.schedule import compute_schedule
+from reminders.core.enrolment import Enrolment
+from reminders.core.rendering import RenderError
 from reminders.services import enrolments
 from reminders.services.csvfile import CsvFile, open_csv
-from reminders.settings import Settings
+from reminders.services.import_rows import Checked, Planner, unwritable
 from reminders.store import models
 from reminders.store.bulk import Planned, insert_new
 
@@ -121,7 +117,7 @@ def import_csv(
     with (
         closing(csv_file.rows()) as rows,
         factory() as session,
-        _Planner(config, workers) as planner,
+        Planner(config, workers) as planner,
     ):
         # Batches prepared (read, checked, their messages being written) ahead of the one
         # landing, so that worker processes always have one to work on.
@@ -206,105 +202,6 @@ class _Row:
         return Refusal(self.line, self.ref, reason, self.cells)
 
 
-# What checking a row gives: the reason it is refused; the enrolment, when its booking
-# reference is stored already (`enrol` updates it here); or a new enrolment's plan.
-_Checked = str | Enrolment | Planned
-
-
-def _check(config: Config, values: dict[str, str], stored: bool, now: datetime) -> _Checked:
-    try:
-        enrolment = parse_fields(
-            values,
-            protocols=config.protocols,
-            default_timezone=config.settings.timezone,
-            require_booking_ref=True,
-        )
-    except InvalidEnrolment as exc:
-        return "; ".join(exc.problems)
-    return enrolment if stored else _plan(config, enrolment, now)
-
-
-def _plan(config: Config, enrolment: Enrolment, now: datetime) -> Planned | str:
-    """A new enrolment's schedule and messages, as `enrolments.enrol` makes them, or the reason
-    it cannot be enrolled."""
-    enrolment = enrolment.with_changes(enrolled_at=now)
-    try:
-        starts_at = enrolments.future_start(enrolment, now)
-        schedule = compute_schedule(
-            config.protocols[enrolment.procedure], enrolment, now, config.window
-        )
-        shared = enrolment_context(schedule.facts, config.renderer.unit)
-        reminders = [
-            enrolments.reminder_values(config, schedule, planned, 1, shared)
-            for planned in schedule.reminders
-        ]
-    except enrolments.EnrolmentRefused as exc:
-        return str(exc)
-    except RenderError as exc:
-        return _unwritable(exc)
-    return Planned(enrolment, starts_at, reminders, list(dict.fromkeys(schedule.warnings)))
-
-
-_worker_config: Config | None = None
-
-
-def _start_worker(settings: Settings) -> None:
-    global _worker_config
-    # Ctrl-C at the terminal reaches every process in the group: the import stops the workers
-    # itself, rather than each printing a traceback of its own.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Below the importing process and the database's own, which are what every batch waits
-    # for in the end: with as many workers as CPUs, PostgreSQL otherwise gets half a core and
-    # the import is no faster for the extra processes.
-    os.nice(10)
-    _worker_config = Config.load(settings)
-
-
-def _check_in_worker(rows: list[tuple[dict[str, str], bool]], now: datetime) -> list[_Checked]:
-    assert _worker_config is not None, "started without _start_worker"
-    return [_check(_worker_config, values, stored, now) for values, stored in rows]
-
-
-class _Planner:
-    """Parses rows and, for new enrolments, works out their schedules and writes their
-    messages: rendering a million messages is most of a big import's time, and one process
-    uses one core. With workers, batches are handed to that many processes (started fresh,
-    each loading the configuration from the same settings), while this one reads the file
-    and writes to the database."""
-
-    def __init__(self, config: Config, workers: int) -> None:
-        self.config = config
-        self.ahead = workers if workers > 1 else 0
-        self._pool: ProcessPoolExecutor | None = None
-        if workers > 1:
-            self._pool = ProcessPoolExecutor(
-                workers,
-                mp_context=multiprocessing.get_context("spawn"),  # no fork of a threaded app
-                initializer=_start_worker,
-                initargs=(config.settings,),
-            )
-
-    def __enter__(self) -> _Planner:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-
-    def submit(
-        self, rows: list[tuple[dict[str, str], bool]], now: datetime
-    ) -> Future[list[_Checked]]:
-        """Check (values, whether the booking reference is stored) for each row."""
-        if self._pool is not None:
-            return self._pool.submit(_check_in_worker, rows, now)
-        done: Future[list[_Checked]] = Future()
-        try:
-            done.set_result([_check(self.config, values, stored, now) for values, stored in rows])
-        except Exception as exc:  # raised where a worker's would be: when the batch lands
-            done.set_exception(exc)
-        return done
-
-
 @dataclass
 class _Batch:
     first_line: int
@@ -313,12 +210,12 @@ class _Batch:
     refusals: list[Refusal]  # found while reading
     rows: list[_Row]  # the rest, each checked in `checked`
     versions: dict[str, int]  # schedule versions of the references stored already
-    checked: Future[list[_Checked]]
+    checked: Future[list[Checked]]
 
 
 def _prepare(
     session: Session, csv_file: CsvFile, lines: list[tuple[int, dict[str, str], bool]],
-    seen: dict[str, int], planner: _Planner, now: datetime,
+    seen: dict[str, int], planner: Planner, now: datetime,
 ) -> _Batch:  # fmt: skip
     refusals: list[Refusal] = []
     rows: list[_Row] = []
@@ -398,10 +295,6 @@ def _read_row(
     return _Row(line, cells, ref, values)
 
 
-def _unwritable(exc: RenderError) -> str:
-    return f"a message for this patient could not be written ({exc})"
-
-
 def _land_one(
     session: Session, config: Config, row: _Row, enrolment: Enrolment, version: int | None,
     outcome: _Outcome, *, now: datetime, actor: str,
@@ -415,7 +308,7 @@ def _land_one(
         outcome.refusals.append(row.refusal(str(exc)))
         return
     except RenderError as exc:
-        outcome.refusals.append(row.refusal(_unwritable(exc)))
+        outcome.refusals.append(row.refusal(unwritable(exc)))
         return
     if result.created:
         outcome.created += 1
