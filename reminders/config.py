@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from reminders.core.clock import SendingWindow
-from reminders.core.protocols import Protocol, Unit, load_protocols, load_unit
-from reminders.core.rendering import DEFAULT_LANGUAGE, Renderer
+from reminders.core.medicines import Medicines
+from reminders.core.protocol_files import load_medicines, load_protocols, load_unit
+from reminders.core.protocols import Protocol, Unit
+from reminders.core.rendering import DEFAULT_LANGUAGE, Renderer, template_names
 from reminders.settings import Settings
 
 
@@ -16,17 +18,18 @@ class Config:
     settings: Settings
     unit: Unit
     protocols: dict[str, Protocol]
+    medicines: Medicines
 
     @classmethod
     def load(cls, settings: Settings | None = None) -> Config:
         settings = settings or Settings.from_env()
         unit = load_unit(settings.config_dir / "unit.yaml")
-        renderer = Renderer(settings.templates_dir, unit)
         protocols = load_protocols(
             settings.config_dir / "protocols",
-            templates=renderer.template_names(DEFAULT_LANGUAGE),
+            templates=template_names(settings.templates_dir, DEFAULT_LANGUAGE),
         )
-        return cls(settings, unit, protocols)
+        medicines = load_medicines(settings.config_dir / "medicines.yaml")
+        return cls(settings, unit, protocols, medicines)
 
     @property
     def window(self) -> SendingWindow:

@@ -10,7 +10,8 @@ from paths import PROJECT_ROOT
 
 from reminders.core.clock import parse_sending_window
 from reminders.core.enrolment import Enrolment
-from reminders.core.protocols import Protocol, load_protocols
+from reminders.core.protocol_files import load_protocols
+from reminders.core.protocols import Protocol
 
 LONDON = ZoneInfo("Europe/London")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -76,4 +77,7 @@ def make_full_enrolment(*, on: date = date(2026, 12, 10), **changes: object) -> 
     return make_enrolment(
         procedure="joint-denervation", on=on, joint="knee", arrival=time(8, 15),
         sedation=True, anticoagulant="Apixaban", hold_days=2, restart_days=1,
-    ).with_changes(**changes)  # fmt: skip
+    ).with_changes(
+        anaesthesia="sedation", anticoagulant_hold_reason="Short hold agreed with haematology",
+        **changes,
+    )  # fmt: skip

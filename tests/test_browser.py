@@ -140,7 +140,10 @@ def test_enrol_with_the_preview_find_reschedule_and_cancel(page: Page, live: Liv
 
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Cancel procedure").click()
-    expect(page.get_by_text("BK-8001 is cancelled; nothing more will be sent.")).to_be_visible()
+    cancelled = (
+        "BK-8001 is cancelled. The patient is told, and nothing more of its plan will be sent."
+    )
+    expect(page.get_by_text(cancelled)).to_be_visible()
     expect(page.locator("dl.facts")).to_contain_text("cancelled")
     expect(page.get_by_role("button", name="Reschedule")).to_have_count(0)
 

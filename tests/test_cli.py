@@ -187,14 +187,20 @@ def test_check_fails_on_an_sms_over_three_segments(broken: dict[str, str]) -> No
 
 
 def test_check_fails_on_an_unknown_template_or_field(broken: dict[str, str]) -> None:
-    path = Path(broken["REMINDERS_CONFIG_DIR"]) / "protocols" / "sacroplasty.yaml"
-    text = path.read_text()
-    path.write_text(text.replace("template: fasting\n", "template: fastng\n", 1)
-                    .replace("when: {sedation: true}", "when: {sedaton: true}", 1))  # fmt: skip
+    protocols = Path(broken["REMINDERS_CONFIG_DIR"]) / "protocols"
+    # A shared rule file: the mistake is every procedure's that includes it.
+    shared = protocols / "shared" / "fasting.yaml"
+    shared.write_text(shared.read_text().replace("template: fasting\n", "template: fastng\n", 1))
+    own = protocols / "sacroplasty.yaml"
+    own.write_text(own.read_text().replace(
+        "template: day-before-sacroplasty\n",
+        "template: day-before-sacroplasty\n    when: {sedaton: true}\n", 1,
+    ))  # fmt: skip
     result = run(broken, "check")
     assert result.returncode == 2
     assert "sacroplasty.yaml: rule 'fasting': unknown template 'fastng'" in result.stderr
-    assert "sacroplasty.yaml: rule 'fasting': field 'when': unknown field 'sedaton'" in (
+    assert "joint-denervation.yaml: rule 'fasting': unknown template 'fastng'" in result.stderr
+    assert "sacroplasty.yaml: rule 'day-before': field 'when': unknown field 'sedaton'" in (
         result.stderr
     )
     assert "Traceback" not in result.stderr

@@ -118,6 +118,10 @@ def test_cancelled_opted_out_and_worthless_reminders_are_not_sent(
         enrolments.cancel(session, w.config, row, now=w.clock.now, actor="alice")
     assert send.send_reminders(w.factory, w.config, w.transports, ids, clock=w.clock) == {}
     assert fake_twilio.messages_to("+447911100011") == []
+    # ... and what goes instead is the notice that it is cancelled.
+    w.deliver()
+    (notice,) = fake_twilio.messages_to("+447911100011")
+    assert "has been cancelled" in notice["body"]
 
     # Worthless by the time a worker gets to it (the queue was stuck for hours).
     w.enrol(booking_ref="BK-2003",
@@ -256,7 +260,10 @@ def test_a_reschedule_takes_effect_on_work_already_queued(
     assert texts and all("Megan" in body for body in texts)
     appointments = [body for body in texts if "appointment" in body]
     assert appointments and all(format_day(new_day) in body for body in appointments)
-    assert not any(format_day(old_day) in body for body in texts)
+    # No message puts the appointment on the old day; the notice of the move says it was.
+    assert not any(f"is on {format_day(old_day)}" in body for body in texts)
+    (moved,) = [body for body in texts if "has moved" in body]
+    assert f"It was on {format_day(old_day)}" in moved
 
 
 def test_a_refused_email_address_is_recorded_and_not_retried(w: World, fake_smtp: FakeSmtp) -> None:

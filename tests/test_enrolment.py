@@ -72,12 +72,22 @@ def test_every_field_of_the_schema_is_an_attribute_of_an_enrolment() -> None:
     assert attributes == set(FIELDS)
 
 
+CONTRACT = (
+    "booking_ref", "name", "phone", "email", "language", "procedure", "date", "time",
+    "timezone", "arrival", "sedation", "joint", "anticoagulant", "anticoagulant_hold_days",
+    "anticoagulant_restart_days",
+)  # fmt: skip
+
+
 def test_the_fields_are_the_contracts_in_its_order() -> None:
-    assert FIELDS == (
+    assert tuple(f for f in FIELDS if f in CONTRACT) == CONTRACT == (
         "booking_ref", "name", "phone", "email", "language", "procedure", "date", "time",
         "timezone", "arrival", "sedation", "joint", "anticoagulant", "anticoagulant_hold_days",
         "anticoagulant_restart_days",
     )  # fmt: skip
+    # The fields added since (PRODUCT.md, Contracts: identity, anaesthesia), in the schema's
+    # order, each beside the fields it belongs with.
+    assert [f for f in FIELDS if f not in CONTRACT] == ["anaesthesia", "anticoagulant_hold_reason"]
     assert required_fields(from_system=True) == ("booking_ref", "name", "procedure", "date", "time")
     assert required_fields(from_system=False) == ("name", "procedure", "date", "time")
 

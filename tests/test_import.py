@@ -22,7 +22,7 @@ from reminders.config import Config
 from reminders.core.enrolment import FIELDS, parse_fields
 from reminders.core.schedule import compute_schedule
 from reminders.interfaces.cli import main
-from reminders.services import enrolments, imports, wording
+from reminders.services import enrolments, imports, planning, wording
 from reminders.services.csvfile import UnusableFile, open_csv
 from reminders.services.imports import ImportInterrupted, Refusal, import_csv
 from reminders.settings import Settings
@@ -30,7 +30,8 @@ from reminders.store import models
 from reminders.store.db import make_sessionmaker
 
 HEADER = ["booking_ref", "name", "phone", "email", "procedure", "date", "time",
-          "anticoagulant", "anticoagulant_hold_days", "notes"]  # fmt: skip
+          "anticoagulant", "anticoagulant_hold_days", "anticoagulant_restart_days",
+          "notes"]  # fmt: skip
 PROCEDURES = ["si-joint-denervation", "joint-denervation", "facet-joint-denervation",
               "si-joint-fusion", "sacroplasty"]  # fmt: skip
 TODAY = date.today()
@@ -38,6 +39,13 @@ TODAY = date.today()
 
 def days(n: int) -> str:
     return (TODAY + timedelta(days=n)).isoformat()
+
+
+def weekday(n: int) -> str:
+    """`days(n)`, or the Monday after when that is a weekend: a list has its procedures when
+    the unit is open (a weekend one gets a warning for staff)."""
+    day = TODAY + timedelta(days=n)
+    return (day + timedelta(days=7 - day.weekday() if day.weekday() >= 5 else 0)).isoformat()
 
 
 def patient(i: int, **changes: str) -> dict[str, str]:
@@ -49,10 +57,11 @@ def patient(i: int, **changes: str) -> dict[str, str]:
         "phone": f"07911 1{i:05d}",
         "email": f"patient{i}@example.org" if i % 3 == 0 else "",
         "procedure": PROCEDURES[i % len(PROCEDURES)],
-        "date": days(10 + i % 30),
+        "date": weekday(10 + i % 30),
         "time": f"{9 + i % 8:02d}:{30 * (i % 2):02d}",
         "anticoagulant": "apixaban" if i % 7 == 0 else "",
-        "anticoagulant_hold_days": "3" if i % 7 == 0 else "",
+        "anticoagulant_hold_days": "5" if i % 7 == 0 else "",
+        "anticoagulant_restart_days": "1" if i % 7 == 0 else "",
         "notes": "",
     }
     row.update(changes)
@@ -505,7 +514,8 @@ def test_every_field_of_the_schema_is_a_column_the_import_takes(
     changed = first.with_changes(
         name="Megan Price", phone="+447911100002", email="megan.price@example.org",
         language="cy", date=TODAY + timedelta(days=21), time=time(10, 0),
-        timezone=ZoneInfo("Europe/Dublin"), arrival=time(8, 45), sedation=False, joint="hip",
+        timezone=ZoneInfo("Europe/Dublin"), arrival=time(8, 45), sedation=False,
+        anaesthesia="local", joint="hip",
         anticoagulant="Warfarin", anticoagulant_hold_days=5, anticoagulant_restart_days=0,
     )  # fmt: skip
     for enrolment, landed in ((first, "created"), (changed, "updated")):
@@ -518,7 +528,7 @@ def test_every_field_of_the_schema_is_a_column_the_import_takes(
         assert getattr(report, landed) == 1
         session.expire_all()
         stored = session.scalars(select(models.Enrolment)).one()
-        assert enrolments.as_enrolment(stored) == enrolment
+        assert planning.as_enrolment(stored) == enrolment
 
 
 def test_refusals_and_progress_reach_the_callbacks_as_the_import_goes(
@@ -615,9 +625,10 @@ def test_worker_processes_write_what_this_process_writes(
         select(models.Enrolment).where(models.Enrolment.booking_ref == "BK-00077")
     ).one()
     expected = compute_schedule(
-        inline.protocols[sample.procedure], enrolments.as_enrolment(sample), now, inline.window
-    )
-    wanted = [enrolments.reminder_values(inline, expected, planned, 1)
+        inline.protocols[sample.procedure], planning.as_enrolment(sample), now, inline.window,
+        medicines=inline.medicines, unit=inline.unit,
+    )  # fmt: skip
+    wanted = [planning.reminder_values(inline, expected, planned, 1)
               for planned in expected.reminders]  # fmt: skip
     got = [{key: getattr(r, key) for key in wanted[0]} for r in sample.reminders]
 

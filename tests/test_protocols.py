@@ -9,7 +9,8 @@ import pytest
 from paths import PROJECT_ROOT
 
 from reminders.core.errors import ConfigError
-from reminders.core.protocols import Offset, load_protocol, load_protocols, load_unit
+from reminders.core.protocol_files import load_protocol, load_protocols, load_unit
+from reminders.core.protocols import Offset
 
 SHIPPED = (
     "si-joint-denervation",
@@ -55,8 +56,9 @@ def test_every_shipped_procedure_loads() -> None:
     templates = [p.name for p in (PROJECT_ROOT / "templates" / "en-GB").iterdir() if p.is_dir()]
     protocols = load_protocols(PROJECT_ROOT / "config" / "protocols", templates=templates)
     assert sorted(protocols) == sorted(SHIPPED)
-    assert protocols["sacroplasty"].sedation_default is True
-    assert protocols["joint-denervation"].sedation_default is True
+    assert protocols["sacroplasty"].anaesthesia == "sedation"
+    assert protocols["joint-denervation"].anaesthesia == "sedation"
+    assert protocols["si-joint-fusion"].anaesthesia == "general"  # surgery
     assert protocols["joint-denervation"].joints == ("knee", "hip", "shoulder")
 
 

@@ -23,7 +23,10 @@ ENROLLED = utc(2026, 11, 20, 10, 0)
 def messages(
     config: Config, enrolment: Enrolment, now: datetime = ENROLLED, renderer: Renderer | None = None
 ) -> dict[tuple[str, str], Message]:
-    schedule = compute_schedule(config.protocols[enrolment.procedure], enrolment, now, ALWAYS_OPEN)
+    schedule = compute_schedule(
+        config.protocols[enrolment.procedure], enrolment, now, ALWAYS_OPEN,
+        medicines=config.medicines,
+    )  # fmt: skip
     render = (renderer or config.renderer).render
     return {(r.rule, r.channel): render(r, schedule.facts) for r in schedule.reminders}
 
@@ -85,7 +88,9 @@ def test_si_joint_denervation_words(config: Config) -> None:
 def test_joint_denervation_words(config: Config) -> None:
     found = messages(config, make_enrolment(procedure="joint-denervation", joint="hip"))
     after = found[("after-care", "email")].body
-    assert "24 hours" in after and "physio" in after.lower()
+    # 24 hours after sedation, counted from the end of the procedure (9:30am and 75 minutes):
+    # never "normal activities today" the morning after an afternoon list.
+    assert "From 10:45am on Friday 11 December" in after and "physio" in after.lower()
     assert "7 days" in found[("full-effect", "sms")].body
 
 

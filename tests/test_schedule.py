@@ -88,12 +88,14 @@ def test_facet_joint_denervation_timeline() -> None:
     }
 
 
-def test_si_joint_fusion_has_a_physiotherapy_reminder_at_six_weeks() -> None:
+def test_si_joint_fusion_is_under_a_general_anaesthetic_with_physiotherapy_at_six_weeks() -> None:
     schedule = schedule_for(make_enrolment(procedure="si-joint-fusion"), ENROLLED)
     assert timeline(schedule) == {
         "booking-confirmation": "Fri 20 Nov 10:00",
         "arrange-transport": "Mon 07 Dec 10:00",
         "day-before": "Wed 09 Dec 12:00",
+        # Surgery: a general anaesthetic unless the enrolment says otherwise, so fasting.
+        "fasting": "Wed 09 Dec 18:00",
         "after-care": "Fri 11 Dec 10:00",
         "physiotherapy": "Thu 21 Jan 10:00",
     }
@@ -117,7 +119,8 @@ def test_sacroplasty_with_a_warfarin_plan() -> None:
         "day-before": "Wed 09 Dec 12:00",
         "fasting": "Wed 09 Dec 18:00",
         "anticoagulant-restart": "Thu 10 Dec 18:00",
-        "after-care": "Thu 10 Dec 19:00",
+        # Bed rest is over 4 hours after the procedure ends (it takes an hour).
+        "after-care": "Thu 10 Dec 14:30",
         "pain-advice": "Fri 11 Dec 10:00",
     }
     fasting = next(r for r in schedule.reminders if r.rule == "fasting")
@@ -168,7 +171,7 @@ def test_a_plan_too_late_to_honour_sends_no_stop_message_and_warns_staff() -> No
     schedule = schedule_for(enrolment, utc(2026, 12, 8, 9, 0))
     rules = set(timeline(schedule)) | set(timeline(schedule, "email"))
     assert not {"anticoagulant-plan", "anticoagulant-stop", "anticoagulant-restart"} & rules
-    assert schedule.warnings == [
+    assert schedule.calls == [
         "The blood-thinner plan (warfarin, stop 5 days before) can no longer be honoured: the "
         "first day without it was Saturday 5 December. No stop message will be sent; please "
         "contact the patient and the clinician."
@@ -180,7 +183,11 @@ def test_a_plan_recorded_on_the_day_of_the_last_dose_still_gets_its_reminders() 
     schedule = schedule_for(enrolment, utc(2026, 12, 4, 11, 0))
     assert local(schedule, "anticoagulant-plan") == datetime(2026, 12, 4, 11, tzinfo=LONDON)
     assert local(schedule, "anticoagulant-stop") == datetime(2026, 12, 4, 18, tzinfo=LONDON)
-    assert schedule.warnings == []
+    # In time; and with no restart day recorded, staff are reminded someone must give one.
+    assert schedule.warnings == [
+        "No restart day is recorded for warfarin: the patient is told to start it again only "
+        "when their doctor tells them. Make sure someone does."
+    ]
 
 
 # --- clock changes and zones -------------------------------------------------------------------
@@ -323,7 +330,8 @@ def test_fasting_message_is_dropped_once_it_is_worthless_and_staff_are_told() ->
     schedule = schedule_for(enrolment, utc(2026, 12, 10, 6, 30))  # liquids stop at 6am
     assert "fasting" not in timeline(schedule)
     assert schedule.warnings == [
-        "Fasting instructions with the clock times worked out (sedation only): too late to "
+        "Fasting instructions with the clock times worked out (sedation or a general "
+        "anaesthetic): too late to "
         "send; it had to reach the patient by 2am on Thursday 10 December. Not sent: please "
         "contact the patient."
     ]
@@ -360,12 +368,13 @@ def test_a_window_open_until_midnight_moves_night_messages_to_its_close() -> Non
     assert nudge_time(proto, window) == "Tue 08 Dec 23:59"
 
 
-def test_after_care_planned_before_an_evening_procedure_goes_once_it_has_started() -> None:
+def test_after_care_planned_before_an_evening_procedure_ends_goes_once_it_has_ended() -> None:
     # Restart "the evening of the procedure day" at 6pm, but the procedure is at 6:30pm.
     enrolment = make_enrolment(at=time(18, 30), anticoagulant="warfarin", hold_days=5,
                                restart_days=0)  # fmt: skip
     schedule = schedule_for(enrolment, ENROLLED, ALWAYS_OPEN)
-    assert timeline(schedule)["anticoagulant-restart"] == "Thu 10 Dec 18:30"
+    # Not before the procedure has ended (it takes an hour).
+    assert timeline(schedule)["anticoagulant-restart"] == "Thu 10 Dec 19:30"
 
 
 def test_a_procedure_time_that_does_not_exist_is_flagged() -> None:

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from reminders.config import Config
 from reminders.core.enrolment import FIELDS
-from reminders.services import enrolments, wording
+from reminders.services import enrolments, planning, wording
 from reminders.store import lifecycle, models
 
 ENROLLED = utc(2026, 11, 20, 10, 0)
@@ -114,37 +114,52 @@ def test_reschedule_moves_every_pending_reminder(session: Session, config: Confi
     assert actions == ["enrol", "reschedule"]
 
 
-def test_a_reschedule_that_changes_a_sent_stop_date_sends_a_correction_and_tells_staff(
+def test_a_move_after_the_stop_instruction_withdraws_the_plan_until_a_clinician_records_one(
     session: Session, config: Config
 ) -> None:
+    """The software never works out new medicine dates itself (docs/clinical-safety.md, H2):
+    the patient is told the team will call, staff get an urgent call, and new dates go out
+    only once a new plan is recorded, as a correction of the old ones."""
     result = enrolments.enrol(session, config, warfarin_patient(), now=ENROLLED, actor="alice")
     for reminder in rows(session, result.enrolment):
         if reminder.rule in ("booking-confirmation", "anticoagulant-plan"):
             mark_sent(session, config, reminder, ENROLLED)
     session.commit()
 
-    # Moved a week later: the last dose is now Friday 11 December, not Friday 4 December.
+    # Moved a week later: kept as it is, the 5-day hold would become 12 days.
     now = utc(2026, 11, 23, 9, 0)
     moved = enrolments.enrol(
         session, config, warfarin_patient(on=date(2026, 12, 17)), now=now, actor="bob"
     )
     session.commit()
+    assert moved.enrolment.anticoagulant == "warfarin"
+    assert moved.enrolment.anticoagulant_hold_days is None  # withdrawn
+    pending = rows(session, moved.enrolment, "scheduled")
+    assert not [r for r in pending if r.is_correction or r.rule.startswith("anticoagulant")]
+    (notice,) = [r for r in pending if r.rule == "appointment-moved" and r.channel == "sms"]
+    assert "our team will call you about it" in words(config, notice)
+    (item,) = session.scalars(select(models.AttentionItem)).all()
+    assert (item.kind, item.needs_call) == ("blood-thinner", True)
+    assert "would make it 12 days" in item.message and "Friday 4 December" in item.message
 
-    corrections = [r for r in rows(session, moved.enrolment, "scheduled") if r.is_correction]
+    # A clinician's new plan for the new date: the dates go out, correcting the old ones.
+    later = utc(2026, 11, 24, 9, 0)
+    replanned = enrolments.enrol(
+        session, config, warfarin_patient(on=date(2026, 12, 17)), now=later, actor="carol"
+    )
+    session.commit()
+    corrections = [r for r in rows(session, replanned.enrolment, "scheduled") if r.is_correction]
     assert {(r.rule, r.channel) for r in corrections} == {
         ("anticoagulant-plan", "sms"),
         ("anticoagulant-plan", "email"),
     }
     sms = next(r for r in corrections if r.channel == "sms")
-    assert sms.send_at == now
+    assert sms.send_at == later
+    assert "Please ignore our earlier message" in words(config, sms)
     assert "Friday 11 December" in words(config, sms)
     assert "4 December" not in words(config, sms)
-    items = session.scalars(select(models.AttentionItem)).all()
-    assert [i.kind for i in items] == ["correction"]
-    assert "a correction is being sent" in items[0].message
-    assert items[0].needs_call
     # The sent messages stay as history, untouched.
-    sent = rows(session, moved.enrolment, "sent")
+    sent = rows(session, replanned.enrolment, "sent")
     assert len(sent) == 4 and {r.schedule_version for r in sent} == {1}
 
 
@@ -188,7 +203,7 @@ def test_a_late_plan_is_put_in_front_of_staff(session: Session, config: Config) 
     session.commit()
     assert len(result.warnings) == 1
     (item,) = session.scalars(select(models.AttentionItem)).all()
-    assert item.kind == "late-enrolment" and item.needs_call
+    assert item.kind == "blood-thinner" and item.needs_call
     assert "can no longer be honoured" in item.message
     assert not [r for r in rows(session, result.enrolment) if r.rule.startswith("anticoag")]
 
@@ -200,21 +215,12 @@ def test_cancel_stops_everything_and_the_reference_cannot_be_reused(
     enrolments.cancel(session, config, result.enrolment, now=ENROLLED, actor="alice")
     session.commit()
     assert result.enrolment.status == "cancelled" and result.enrolment.ended_at == ENROLLED
-    assert {r.state for r in rows(session, result.enrolment)} == {"cancelled"}
+    stored = rows(session, result.enrolment)
+    assert {r.state for r in stored if r.rule != "appointment-cancelled"} == {"cancelled"}
+    # What still goes: the patient is told it is cancelled.
+    assert {r.state for r in stored if r.rule == "appointment-cancelled"} == {"scheduled"}
     with pytest.raises(enrolments.EnrolmentClosed, match="cancelled enrolment"):
         enrolments.enrol(session, config, warfarin_patient(), now=ENROLLED, actor="alice")
-
-
-def test_complete_keeps_after_care_and_drops_what_was_for_before(
-    session: Session, config: Config
-) -> None:
-    enrolment = warfarin_patient(anticoagulant=None, hold_days=None, restart_days=None)
-    result = enrolments.enrol(session, config, enrolment, now=ENROLLED, actor="alice")
-    enrolments.complete(session, config, result.enrolment, now=utc(2026, 12, 10, 8), actor="bob")
-    session.commit()
-    pending = {r.rule for r in rows(session, result.enrolment, "scheduled")}
-    assert pending == {"after-care", "pain-advice"}
-    assert result.enrolment.status == "completed"
 
 
 def test_a_reschedule_plans_again_what_the_patient_had_for_the_old_date(
@@ -286,8 +292,9 @@ def test_a_procedure_in_the_past_is_refused(session: Session, config: Config) ->
 OTHERWISE = dict(
     name="Megan Price", phone="+447911100002", email="megan.price@example.org", language="cy",
     procedure="sacroplasty", date=date(2026, 12, 11), time=time(10, 0),
-    timezone=ZoneInfo("Europe/Dublin"), arrival=time(8, 45), sedation=False, joint="hip",
-    anticoagulant="Warfarin", anticoagulant_hold_days=5, anticoagulant_restart_days=0,
+    timezone=ZoneInfo("Europe/Dublin"), arrival=time(8, 45), sedation=False,
+    anaesthesia="general", joint="hip", anticoagulant="Warfarin", anticoagulant_hold_days=5,
+    anticoagulant_restart_days=0, anticoagulant_hold_reason="Haematology advised it",
 )  # fmt: skip
 
 
@@ -302,4 +309,4 @@ def test_an_update_that_changes_any_one_field_is_stored(session: Session, config
         session.commit()
         assert not result.created, name
         session.expire_all()
-        assert enrolments.as_enrolment(result.enrolment) == changed, name
+        assert planning.as_enrolment(result.enrolment) == changed, name

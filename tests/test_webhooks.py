@@ -215,7 +215,8 @@ def test_a_medication_instruction_that_never_arrived_goes_on_the_call_list(
     fake_twilio.fail_to[PHONE] = 21211
     start = w.clock.now + timedelta(days=3)
     w.enrol(email=None, date=start.date(), anticoagulant="warfarin",
-            anticoagulant_hold_days=1, anticoagulant_restart_days=0)  # fmt: skip
+            anticoagulant_hold_days=1, anticoagulant_restart_days=0,
+            anticoagulant_hold_reason="One day, as haematology advised")  # fmt: skip
     w.deliver()  # the plan message fails at once
     w.clock.advance(days=3)
     sweep.sweep(w.factory, w.config, w.transports, clock=w.clock)

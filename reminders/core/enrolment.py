@@ -13,13 +13,31 @@ way, with the same words, wherever it was typed.
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 from zoneinfo import ZoneInfo
 
+from reminders.core.fields import (
+    CHOICE,
+    CLOCK,
+    DATE,
+    DAYS,
+    EMAIL,
+    MAX_PLAN_DAYS,
+    PHONE,
+    PROCEDURE,
+    YES_NO,
+    ZONE,
+    EnrolmentField,
+    Group,
+    Need,
+    Row,
+    on_enrolment,
+    on_patient,
+    unchanged,
+)
 from reminders.core.parsers import (
     has_control_character,
     parse_booking_ref,
@@ -30,107 +48,14 @@ from reminders.core.parsers import (
     parse_phone,
     parse_timezone,
 )
-from reminders.core.protocols import Protocol
-
-Row = Literal["patient", "enrolment"]
-
-
-def _same(value: Any) -> Any:
-    return value
-
-
-@dataclass(frozen=True)
-class Kind:
-    """What sort of value a field holds: how it is written as text (what `parse_fields` reads
-    back), what a form asks for it with, what the API takes besides text, and how it is kept in
-    its column."""
-
-    write: Callable[[Any], str] = str
-    input: str = "text"  # the form's <input type>, or "select"
-    format: str | None = None  # the text's format, for the API's document
-    json: type | None = None  # bool or int: a JSON value the API takes as well as text
-    wrong_json: str | None = None  # what the API says about a value of the wrong JSON type
-    bounds: tuple[int, int] | None = None  # the least and the most a number may be
-    to_column: Callable[[Any], object] = _same
-    from_column: Callable[[Any], object] = _same
-
-
-MAX_PLAN_DAYS = 60  # a clinician's hold or restart, in days
-
-TEXT = Kind()
-PHONE = Kind(input="tel")
-EMAIL = Kind(input="email")
-PROCEDURE = Kind(input="select")  # one of the unit's procedures, known only from its config
-CHOICE = Kind(input="select")
-DATE = Kind(write=dt.date.isoformat, input="date", format="YYYY-MM-DD")
-CLOCK = Kind(write=lambda clock: clock.strftime("%H:%M"), input="time", format="HH:MM, local")
-ZONE = Kind(write=lambda zone: zone.key, to_column=lambda zone: zone.key, from_column=ZoneInfo)
-YES_NO = Kind(
-    write=lambda flag: "yes" if flag else "no", input="select", json=bool,
-    wrong_json="give true or false",
-)  # fmt: skip
-DAYS = Kind(
-    input="number", json=int, wrong_json="give a whole number of days", bounds=(0, MAX_PLAN_DAYS)
-)
-
-
-class Need(enum.Enum):
-    OPTIONAL = "optional"
-    REQUIRED = "required"
-    # Required from booking systems (the API, CSV files), so that sending the same enrolment
-    # again updates it instead of making a second; staff and the CLI may have one made.
-    FROM_SYSTEMS = "required from booking systems"
-
-
-@dataclass(frozen=True)
-class Stored:
-    """Where a field is kept: a column of the patient's row or of the enrolment's."""
-
-    row: Row
-    column: str
-
-
-def on_patient(column: str) -> Stored:
-    return Stored("patient", column)
-
-
-def on_enrolment(column: str) -> Stored:
-    return Stored("enrolment", column)
-
-
-@dataclass(frozen=True)
-class Group:
-    """Fields the form shows together, under a legend and a word of explanation."""
-
-    legend: str
-    hint: str
-
-
-@dataclass(frozen=True)
-class EnrolmentField:
-    name: str  # as in the Contracts: the CLI flag, the CSV column, the API's JSON key
-    label: str  # what staff read beside it on the form
-    parse: Callable[[str], object]  # stripped, non-empty text to the value; ValueError says why
-    stored: Stored
-    kind: Kind = TEXT
-    # For staff, beside the form's field; `{default_timezone}` is filled in with the unit's.
-    hint: str | None = None
-    examples: tuple[object, ...] = ()  # for the API's document and the CLI's help
-    need: Need = Need.OPTIONAL
-    # Whether a new value changes what the patient receives, so that an update replans. Every
-    # field but the booking reference (which an update never changes) does today; an update
-    # that changes only fields that do not is taken as no change by `services.enrolments`,
-    # so such a field needs storing there first (tests/test_services.py tries every field).
-    changes_schedule: bool = True
-    option: str | None = None  # its own option on `reminders enrol` and `preview`
-    choices: tuple[str, ...] = ()  # the values a CHOICE may take
-    unset: str = "Not given"  # what a form's list offers for no value
-    group: Group | None = None
-
+from reminders.core.protocols import ANAESTHESIA, Protocol
 
 _MAX_NAME = 200
 _MAX_LANGUAGE = 35  # the column's width; BCP 47 tags in use are far shorter
 _LANGUAGE = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})*")
+# A medicine's name, as short as a text message can carry among its instructions: names in use
+# (with a strength, "rivaroxaban 20mg") are far shorter.
+_MAX_DRUG = 40
 _DRUG = re.compile(r"[A-Za-z][A-Za-z0-9 ()'.-]{1,99}")
 
 
@@ -147,8 +72,29 @@ def _parse_language(value: str) -> str:
 
 
 def _parse_drug(value: str) -> str:
+    if len(value) > _MAX_DRUG:
+        raise ValueError(
+            f"at most {_MAX_DRUG} characters, so that the texts can carry it; give the "
+            "medicine's name only, such as warfarin"
+        )
     if not _DRUG.fullmatch(value):
         raise ValueError(f"{value!r} does not look like a medicine's name")
+    return value
+
+
+def _parse_anaesthesia(value: str) -> str:
+    lowered = value.lower()
+    if lowered not in ANAESTHESIA:
+        raise ValueError(f"{value!r} is not one of {', '.join(ANAESTHESIA)}")
+    return lowered
+
+
+_MAX_REASON = 500
+
+
+def _parse_reason(value: str) -> str:
+    if len(value) > _MAX_REASON:
+        raise ValueError(f"at most {_MAX_REASON} characters")
     return value
 
 
@@ -214,8 +160,15 @@ SCHEMA: tuple[EnrolmentField, ...] = (
         option="--arrival",
     ),
     EnrolmentField(
+        # The older way to say it: true means sedation, false a local anaesthetic.
         "sedation", "Sedation", parse_bool, on_enrolment("sedation"), kind=YES_NO,
-        examples=(True, "no"), unset="As usual for this procedure",
+        examples=(True, "no"), unset="As usual for this procedure", on_form=False,
+    ),
+    EnrolmentField(
+        "anaesthesia", "Anaesthetic", _parse_anaesthesia, on_enrolment("anaesthesia"),
+        kind=CHOICE, choices=ANAESTHESIA, examples=("sedation",),
+        hint="Local, sedation or general; fasting and after-care advice follow it.",
+        unset="As usual for this procedure",
     ),
     EnrolmentField(
         # Checked against the procedure's own joints in `parse_fields`.
@@ -235,6 +188,12 @@ SCHEMA: tuple[EnrolmentField, ...] = (
         "anticoagulant_restart_days", "Days after to restart", _parse_days,
         on_enrolment("anticoagulant_restart_days"), kind=DAYS,
         hint="0 means the evening of the procedure.", examples=(0,), group=_BLOOD_THINNER,
+    ),
+    EnrolmentField(
+        "anticoagulant_hold_reason", "Reason for a shorter hold", _parse_reason,
+        on_enrolment("anticoagulant_hold_reason"),
+        hint="Only when the clinician chose a hold shorter than the procedure's minimum.",
+        examples=("Mechanical heart valve: haematology advised 3 days",), group=_BLOOD_THINNER,
     ),
 )  # fmt: skip
 
@@ -263,11 +222,13 @@ class Enrolment:
     email: str | None = None
     language: str = "en-GB"
     arrival: dt.time | None = None
-    sedation: bool | None = None  # None: the procedure's default
+    anaesthesia: str | None = None  # local, sedation or general; None: the procedure's
+    sedation: bool | None = None  # the older field: anaesthesia is derived from it if not given
     joint: str | None = None
     anticoagulant: str | None = None
     anticoagulant_hold_days: int | None = None
     anticoagulant_restart_days: int | None = None
+    anticoagulant_hold_reason: str | None = None  # a clinician's reason for a short hold
     enrolled_at: dt.datetime | None = field(default=None, compare=False)
 
     @property
@@ -313,7 +274,7 @@ _COLUMNS: dict[Row, tuple[tuple[str, str, Callable[[Any], object] | None], ...]]
         (
             spec.name,
             spec.stored.column,
-            None if spec.kind.to_column is _same else spec.kind.to_column,
+            None if spec.kind.to_column is unchanged else spec.kind.to_column,
         )
         for spec in SCHEMA
         if spec.stored.row == row
@@ -381,6 +342,18 @@ def parse_fields(
     if "anticoagulant_restart_days" in given and "anticoagulant_hold_days" not in given:
         problems.append(
             "anticoagulant_restart_days: only with a clinician's plan (anticoagulant_hold_days)"
+        )
+    sedation, anaesthesia = parsed.get("sedation"), parsed.get("anaesthesia")
+    if sedation is not None and anaesthesia is not None:
+        # Either may be given; the facts read `sedation` when `anaesthesia` is not.
+        said = "sedation" if sedation else "local"
+        if anaesthesia != said:
+            problems.append(
+                f"sedation: says {said} but anaesthesia says {anaesthesia}; give anaesthesia only"
+            )
+    if "anticoagulant_hold_reason" in given and "anticoagulant_hold_days" not in given:
+        problems.append(
+            "anticoagulant_hold_reason: only with a clinician's plan (anticoagulant_hold_days)"
         )
     arrival, start = parsed.get("arrival"), parsed.get("time")
     if arrival is not None and start is not None and arrival > start:

@@ -1,21 +1,17 @@
-"""Protocols as data: load and validate `config/protocols/*.yaml` and `config/unit.yaml`.
+"""Protocols as data: what a procedure's rules, the unit and the medicines list may say.
 
-Clinicians edit these files, so every error names the file, the rule and the field, in words a
-clinician can act on (``sacroplasty.yaml: rule 'fast-evening': unknown template 'fastng'``).
-The format itself is documented in `docs/protocols.md`.
+The files themselves are read by `core/protocol_files.py`; the format is documented in
+`docs/protocols.md`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import time, timedelta
-from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from reminders.core.clock import SendingWindow, parse_sending_window
 from reminders.core.errors import ConfigError
@@ -26,31 +22,36 @@ M = TypeVar("M", bound=BaseModel)
 CHANNELS = ("sms", "email")
 Channel = Literal["sms", "email"]
 
-# Where a rule's time is measured from. `procedure`, `arrival` and `booking` come from the
-# enrolment; the others are worked out from it (the blood-thinner plan, the fasting times), so a
-# rule can say "the evening of the last dose" without arithmetic in the YAML.
-ANCHORS = (
-    "procedure",  # the procedure's start
-    "arrival",  # the arrival time, or the procedure's start when none was given
-    "booking",  # the moment the patient was enrolled
-    "last-dose",  # 00:00 on the day of the last dose before a hold
-    "restart",  # 00:00 on the day the blood thinner may be restarted
-    "food-stop",  # the time after which the patient must not eat
-    "liquids-stop",  # the time after which the patient must not drink
-)
+# Where a rule's time is measured from (docs/protocols.md has the table). `procedure`, `arrival`
+# and `booking` come from the enrolment; the others are worked out from it (the procedure's end,
+# the blood-thinner plan, the fasting times), so a rule can say "the evening of the last dose"
+# without arithmetic in the YAML; `changed` is the moment a booking was moved or cancelled.
 Anchor = Literal[
-    "procedure", "arrival", "booking", "last-dose", "restart", "food-stop", "liquids-stop"
-]
+    "procedure", "end", "arrival", "booking", "last-dose", "restart", "food-stop",
+    "liquids-stop", "changed",
+]  # fmt: skip
+
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+ANAESTHESIA = ("local", "sedation", "general")
+Anaesthesia = Literal["local", "sedation", "general"]
 
 # The facts about an enrolment that a rule's `when` may test, with the values each can take.
 CONDITION_FACTS: dict[str, tuple[object, ...]] = {
+    "anaesthesia": ANAESTHESIA,
+    # true under sedation or a general anaesthetic: fasting and the after-effects advice.
     "sedation": (True, False),
     # none: no blood thinner recorded; unplanned: a drug but no clinician's plan;
-    # hold: the clinician says stop it for N > 0 days; continue: the clinician says keep taking it.
-    "anticoagulant": ("none", "unplanned", "hold", "continue"),
+    # hold: the clinician says stop it for N > 0 days; continue: the clinician says keep taking
+    # it; replan: the patient was told to stop under a plan a booking change has withdrawn, and
+    # a clinician must make a new one.
+    "anticoagulant": ("none", "unplanned", "hold", "continue", "replan"),
     "arrival": (True, False),
     "joint": ("knee", "hip", "shoulder", "none"),
 }
+# What changed, for the notices (phase: notice) a booking change sends.
+EVENTS = ("moved", "cancelled")
 
 _OFFSET = re.compile(r"^([+-]?)(\d{1,4})([wdhm])$")
 _SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
@@ -139,8 +140,10 @@ class Rule(_Strict):
     id: Annotated[str, Field(pattern=_SLUG.pattern, max_length=64)]
     title: Annotated[str, Field(min_length=3)]  # for staff: what this reminder is for
     # Before-procedure reminders never land after the procedure starts; after-procedure ones
-    # never before it.
-    phase: Literal["before", "after"]
+    # never before it ends. Notices go when a booking changes (`event`), not on a timetable.
+    phase: Literal["before", "after", "notice"]
+    # Notices only: the change that sends it. (Not `on`: YAML reads a bare `on` as true.)
+    event: Literal["moved", "cancelled"] | None = None
     send: Moment
     template: Annotated[str, Field(pattern=_SLUG.pattern)]
     channels: tuple[Channel, ...] = ("sms", "email")
@@ -159,6 +162,9 @@ class Rule(_Strict):
     safety_critical: bool = False  # a medication or fasting instruction: escalate if undelivered
     correction: Annotated[str, Field(pattern=_SLUG.pattern)] | None = None
     requires: tuple[str, ...] = ()  # rule ids that must also be scheduled for this one to be
+    # Checked as it is about to go: one of these rules' messages must have reached the patient
+    # (a restart reminder for someone never told to stop would be wrong).
+    only_if_sent: tuple[str, ...] = ()
 
     @field_validator("channels", mode="before")
     @classmethod
@@ -177,13 +183,52 @@ class Fasting(_Strict):
     liquids_hours: Annotated[int, Field(ge=0, le=24)]
 
 
+class BloodThinners(_Strict):
+    """What a procedure's leaflet says about blood thinners. The hold itself is always the
+    clinician's, recorded on the enrolment; these only check it and add the leaflet's lines."""
+
+    # A recorded hold shorter than this needs a reason from the clinician (an override).
+    minimum_hold_days: Annotated[int, Field(ge=1, le=60)] | None = None
+    aspirin_as_normal: bool = False  # "aspirin can be taken as normal"
+    # Medicines (by the name in config/medicines.yaml) after which a clotting blood test is
+    # done before the procedure.
+    clotting_test_for: tuple[str, ...] = ()
+
+
 class Protocol(_Strict):
     procedure: Annotated[str, Field(pattern=_SLUG.pattern)]
     name: Annotated[str, Field(min_length=3)]  # as staff and emails name it
-    sedation_default: bool = False
+    # What a patient has unless the enrolment says otherwise; the words name it.
+    anaesthesia: Anaesthesia = "local"
+    # How long the procedure itself takes: its end anchors after-care ("bed rest is over").
+    duration: Offset = Offset(0, "m")
     joints: tuple[Literal["knee", "hip", "shoulder"], ...] = ()
     fasting: Fasting | None = None
+    blood_thinners: BloodThinners = BloodThinners()
+    # The symptoms the leaflet says need help at once, as a phrase for after-care messages:
+    # "new weakness or numbness in your legs, a fever, or a red or leaking wound".
+    red_flags: Annotated[str, Field(min_length=10)] | None = None
+    # Shared rule files (config/protocols/shared/NAME.yaml) whose rules this protocol has too.
+    include: tuple[str, ...] = ()
     rules: Annotated[tuple[Rule, ...], Field(min_length=1)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sedation_default(cls, data: Any) -> Any:
+        # The older `sedation_default: true` means sedation, `false` a local anaesthetic.
+        if isinstance(data, dict) and "sedation_default" in data:
+            data = dict(data)
+            sedated = data.pop("sedation_default")
+            data.setdefault("anaesthesia", "sedation" if sedated else "local")
+        return data
+
+    @field_validator("duration", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> Offset:
+        offset = value if isinstance(value, Offset) else Offset.parse(value)
+        if offset.is_calendar or offset.amount < 0:
+            raise ValueError(f"give hours or minutes, such as 1h or 45m (got {value})")
+        return offset
 
     def rule(self, rule_id: str) -> Rule:
         for rule in self.rules:
@@ -211,6 +256,13 @@ class Unit(_Strict):
     bank_holidays: Literal["england-and-wales", "scotland", "northern-ireland"]
     # When GP surgeries are normally open on weekdays, to point patients to NHS 111 otherwise.
     gp_hours: SendingWindow = SendingWindow(time(8), time(18, 30))
+    # When someone answers the unit's phone (bank holidays of `bank_holidays` are shut): a
+    # message asking the patient to call says when, if it goes while the unit is shut.
+    open_days: tuple[Weekday, ...] = ("monday", "tuesday", "wednesday", "thursday", "friday")
+    open_hours: SendingWindow = SendingWindow(time(8, 30), time(17))
+    # When a safety-critical correction that cannot wait for the sending window may still go
+    # (it goes on the call list as well): later than a reminder, never in the small hours.
+    urgent_window: SendingWindow = SendingWindow(time(7), time(22))
 
     @field_validator("timezone")
     @classmethod
@@ -220,7 +272,7 @@ class Unit(_Strict):
         parse_timezone(value)
         return value
 
-    @field_validator("sending_window", "gp_hours", mode="before")
+    @field_validator("sending_window", "gp_hours", "open_hours", "urgent_window", mode="before")
     @classmethod
     def _window(cls, value: object) -> SendingWindow:
         if isinstance(value, SendingWindow):
@@ -229,133 +281,3 @@ class Unit(_Strict):
             return parse_sending_window(str(value), source="this field")
         except ConfigError as exc:
             raise ValueError(str(exc).removeprefix("this field: ")) from None
-
-
-# --- loading -----------------------------------------------------------------------------------
-
-
-def _read_yaml(path: Path) -> object:
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError(f"{path.name}{where}: not valid YAML: {exc}") from None
-
-
-def _describe(error: Mapping[str, Any], data: object) -> str:
-    """Turn one pydantic error into "rule 'x': field 'y': what is wrong"."""
-    loc = list(error["loc"])
-    parts: list[str] = []
-    if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
-        rule_id = None
-        if isinstance(data, dict) and isinstance(data.get("rules"), list):
-            rules = data["rules"]
-            if loc[1] < len(rules) and isinstance(rules[loc[1]], dict):
-                rule_id = rules[loc[1]].get("id")
-        parts.append(f"rule '{rule_id}'" if rule_id else f"rule number {loc[1] + 1}")
-        loc = loc[2:]
-    field = ".".join(str(p) for p in loc if not str(p).startswith("function-"))
-    message = str(error["msg"]).removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
-        message = "unknown field; check the spelling against docs/protocols.md"
-    elif error["type"] == "missing":
-        message = "required but missing"
-    elif error["type"] == "literal_error":
-        message = f"{message} (got {error['input']!r})"
-    if field:
-        parts.append(f"field '{field}'")
-    parts.append(message)
-    return ": ".join(parts)
-
-
-def _validated(model: type[M], data: object, filename: str) -> M:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        problems = [f"{filename}: {_describe(e, data)}" for e in exc.errors()]
-        raise ConfigError("\n".join(problems)) from None
-
-
-def _check_rules(protocol: Protocol, filename: str, templates: Iterable[str] | None) -> list[str]:
-    problems: list[str] = []
-    seen: set[str] = set()
-    known_templates = None if templates is None else set(templates)
-    for rule in protocol.rules:
-        where = f"{filename}: rule '{rule.id}'"
-        if rule.id in seen:
-            problems.append(f"{where}: the id is used twice in this file")
-        seen.add(rule.id)
-        for name in rule.templates:
-            if known_templates is not None and name not in known_templates:
-                problems.append(f"{where}: unknown template '{name}'")
-        for fact, wanted in rule.when.items():
-            if fact not in CONDITION_FACTS:
-                known = ", ".join(CONDITION_FACTS)
-                problems.append(f"{where}: field 'when': unknown field '{fact}' (known: {known})")
-                continue
-            allowed = CONDITION_FACTS[fact]
-            for value in wanted if isinstance(wanted, list) else [wanted]:
-                if value not in allowed:
-                    choices = ", ".join(str(a).lower() for a in allowed)
-                    problems.append(
-                        f"{where}: field 'when.{fact}': {value!r} is not one of {choices}"
-                    )
-        uses_fasting = any(
-            m is not None and m.anchor in ("food-stop", "liquids-stop")
-            for m in (rule.send, rule.deadline, rule.expires)
-        )
-        if uses_fasting and protocol.fasting is None:
-            problems.append(f"{where}: uses a fasting anchor but the protocol has no 'fasting'")
-    for rule in protocol.rules:
-        for required in rule.requires:
-            if required not in seen:
-                problems.append(f"{filename}: rule '{rule.id}': requires unknown rule '{required}'")
-    return problems
-
-
-def load_protocol(path: Path, *, templates: Iterable[str] | None = None) -> Protocol:
-    """Load one protocol file; `templates` (names available in `templates/`) enables that check."""
-    data = _read_yaml(path)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path.name}: expected a mapping with 'procedure', 'name' and 'rules'")
-    protocol = _validated(Protocol, data, path.name)
-    problems = _check_rules(protocol, path.name, templates)
-    if protocol.procedure != path.stem:
-        problems.append(
-            f"{path.name}: 'procedure' is '{protocol.procedure}' but the file is named "
-            f"'{path.name}'; they must match"
-        )
-    if problems:
-        raise ConfigError("\n".join(problems))
-    return protocol
-
-
-def load_protocols(
-    directory: Path, *, templates: Iterable[str] | None = None
-) -> dict[str, Protocol]:
-    """Every protocol under `directory`, by slug; all problems are reported together."""
-    names = None if templates is None else list(templates)
-    protocols: dict[str, Protocol] = {}
-    problems: list[str] = []
-    for path in sorted(directory.glob("*.yaml")):
-        try:
-            protocol = load_protocol(path, templates=names)
-        except ConfigError as exc:
-            problems.append(str(exc))
-            continue
-        protocols[protocol.procedure] = protocol
-    if problems:
-        raise ConfigError("\n".join(problems))
-    if not protocols:
-        raise ConfigError(f"{directory}: no protocol files (*.yaml) found")
-    return protocols
-
-
-def load_unit(path: Path) -> Unit:
-    data = _read_yaml(path)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path.name}: expected a mapping with the unit's name, phone and hours")
-    return _validated(Unit, data, path.name)

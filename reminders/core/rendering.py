@@ -13,19 +13,19 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-import holidays
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, meta
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
 from reminders.core import sms
-from reminders.core.clock import format_clock, format_day, format_moment, in_window
+from reminders.core.clock import format_clock, format_day, format_moment
+from reminders.core.facts import Facts
+from reminders.core.hours import call_us, gp_open, unit_open
 from reminders.core.protocols import Unit
-from reminders.core.schedule import Facts, PlannedReminder
+from reminders.core.schedule import PlannedReminder
 
 DEFAULT_LANGUAGE = "en-GB"
 SMS_PART = "sms.txt"
@@ -33,8 +33,18 @@ EMAIL_PARTS = ("subject.txt", "email.txt", "email.html")
 PARTS = {"sms": (SMS_PART,), "email": EMAIL_PARTS}
 # Values that are not the instruction itself (the moment of sending, how the patient is
 # addressed): a correction is owed when anything else a template shows has changed.
-_VOLATILE = frozenset({"send_day", "gp_open", "unit", "name", "first_name"})
+_VOLATILE = frozenset(
+    {"send_day", "gp_open", "unit_open", "call_us", "same_day", "procedure_when", "unit",
+     "name", "first_name", "restart_when", "may_have_stopped"}
+)  # fmt: skip
 _SUBDIVISIONS = {"england-and-wales": "ENG", "scotland": "SCT", "northern-ireland": "NIR"}
+
+
+ANAESTHETIC = {
+    "local": "a local anaesthetic",
+    "sedation": "sedation",
+    "general": "a general anaesthetic",
+}
 
 
 class RenderError(ValueError):
@@ -52,20 +62,6 @@ class Message:
     segments: int | None  # SMS only
 
 
-@cache
-def _bank_holidays(region: str) -> holidays.HolidayBase:
-    return holidays.country_holidays("GB", subdiv=_SUBDIVISIONS[region])
-
-
-def gp_open(instant: datetime, facts: Facts, unit: Unit) -> bool:
-    """Whether GP surgeries are normally open at `instant`: weekdays in the unit's GP hours,
-    bank holidays of the unit's region excepted. Otherwise patients are pointed to NHS 111."""
-    local = instant.astimezone(facts.zone)
-    if local.weekday() >= 5 or local.date() in _bank_holidays(unit.bank_holidays):
-        return False
-    return in_window(instant, unit.gp_hours, facts.zone)
-
-
 def template_context(
     facts: Facts, send_at: datetime, unit: Unit, shared: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -74,8 +70,33 @@ def template_context(
     `shared` is `enrolment_context(facts, unit)`, when the caller writes several messages of
     one enrolment: working it out for each was a good part of a big import's time."""
     context = dict(enrolment_context(facts, unit) if shared is None else shared)
-    context["send_day"] = format_day(send_at.astimezone(facts.zone).date())
-    context["gp_open"] = gp_open(send_at, facts, unit)
+    zone = facts.zone
+    sent = send_at.astimezone(zone)
+    context["send_day"] = format_day(sent.date())
+    context["gp_open"] = gp_open(send_at, unit)
+    context["unit_open"] = unit_open(send_at, unit)
+    # "Call us" said with when, if the message goes while no one answers.
+    context["call_us"] = call_us(send_at, unit, zone)
+    procedure_day = facts.starts_at.astimezone(zone).date()
+    context["same_day"] = sent.date() == procedure_day
+    days = (sent.date() - procedure_day).days
+    context["procedure_when"] = (
+        "today" if days == 0 else "yesterday" if days == 1 else f"on {format_day(procedure_day)}"
+    )
+    restart = facts.anchors.get("restart")
+    if restart is not None:
+        # When to restart, as the patient reads it on the day this message goes.
+        day = restart.astimezone(zone).date()
+        if day == sent.date():
+            same = facts.enrolment.anticoagulant_restart_days == 0
+            context["restart_when"] = "this evening" if same else "today"
+        else:
+            context["restart_when"] = "now" if day < sent.date() else f"on {format_day(day)}"
+    first_skip = facts.first_skip_day
+    # Told to stop the blood thinner, or due to have stopped by now under the plan.
+    context["may_have_stopped"] = facts.told_to_stop or (
+        first_skip is not None and first_skip <= sent.date()
+    )
     return context
 
 
@@ -93,13 +114,31 @@ def enrolment_context(facts: Facts, unit: Unit) -> dict[str, Any]:
         "arrival_day": format_day(arrival.date()),
         "arrival_time": format_clock(arrival.time()),
         "has_arrival": enrolment.arrival is not None,
+        "anaesthesia": facts.anaesthesia,
+        "anaesthetic": ANAESTHETIC[facts.anaesthesia],
         "sedation": facts.sedation,
         "unit": unit,
+        "blood_thinner": facts.anticoagulant,
+        "told_to_stop": facts.told_to_stop,
     }
+    if facts.sedation:
+        # The after-effects last 24 hours from the end: an after-care message sent sooner
+        # must not say "normal activities today".
+        context["after_effects_until"] = format_moment(facts.ends_at + timedelta(hours=24), zone)
+    if facts.protocol.red_flags:
+        context["red_flags"] = facts.protocol.red_flags
+    if facts.change is not None and facts.change.previous_start is not None:
+        before = facts.change.previous_start.astimezone(zone)
+        context["previous_day"] = format_day(before.date())
+        context["previous_time"] = format_clock(before.time())
     if enrolment.joint:
         context["joint"] = enrolment.joint
     if facts.anticoagulant != "none":
         context["drug"] = enrolment.anticoagulant
+        leaflet = facts.protocol.blood_thinners
+        context["medicine"] = facts.medicine or ""
+        context["aspirin_as_normal"] = leaflet.aspirin_as_normal and facts.medicine != "aspirin"
+        context["clotting_test"] = facts.medicine in leaflet.clotting_test_for
     if "last-dose" in facts.anchors:
         last_dose = facts.anchors["last-dose"].astimezone(zone).date()
         context["hold_days"] = enrolment.anticoagulant_hold_days
@@ -122,6 +161,14 @@ def enrolment_context(facts: Facts, unit: Unit) -> dict[str, Any]:
             liquids_hours=facts.protocol.fasting.liquids_hours,
         )
     return context
+
+
+def template_names(templates_dir: Path, language: str = DEFAULT_LANGUAGE) -> list[str]:
+    """The templates a language has (its folders; those starting with _ are parts)."""
+    root = templates_dir / language
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))
 
 
 class Renderer:
@@ -148,10 +195,7 @@ class Renderer:
     # --- finding templates -------------------------------------------------------------------
 
     def template_names(self, language: str = DEFAULT_LANGUAGE) -> list[str]:
-        root = self.templates_dir / language
-        if not root.is_dir():
-            return []
-        return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))
+        return template_names(self.templates_dir, language)
 
     def languages(self) -> list[str]:
         return sorted(p.name for p in self.templates_dir.iterdir() if p.is_dir())

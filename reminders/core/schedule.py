@@ -9,89 +9,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from reminders.core.blood_thinners import plan_notes
 from reminders.core.clock import (
     SendingWindow,
     format_day,
     format_moment,
     in_window,
-    localize,
     next_opening,
     previous_closing,
 )
 from reminders.core.enrolment import Enrolment
-from reminders.core.protocols import Moment, Protocol, Rule
-
-
-@dataclass(frozen=True)
-class Facts:
-    """What the rules and templates know about one enrolment, worked out once."""
-
-    protocol: Protocol
-    enrolment: Enrolment
-    zone: ZoneInfo
-    starts_at: datetime
-    anchors: dict[str, datetime]
-    sedation: bool
-    anticoagulant: str  # none, unplanned, hold or continue
-
-    @property
-    def conditions(self) -> dict[str, object]:
-        return {
-            "sedation": self.sedation,
-            "anticoagulant": self.anticoagulant,
-            "arrival": self.enrolment.arrival is not None,
-            "joint": self.enrolment.joint or "none",
-        }
-
-    def resolve(self, moment: Moment) -> datetime | None:
-        """The instant `moment` names, in UTC; None when its anchor does not apply."""
-        anchor = self.anchors.get(moment.anchor)
-        if anchor is None:
-            return None
-        if not moment.offset.is_calendar:
-            # In UTC: arithmetic on a zoned datetime moves the wall clock, not elapsed time.
-            return anchor.astimezone(UTC) + moment.offset.elapsed
-        local = anchor.astimezone(self.zone)
-        day = local.date() + timedelta(days=moment.offset.days)
-        if moment.at is not None:
-            return localize(day, moment.at, self.zone).astimezone(UTC)
-        # The anchor's own wall time: keep which of a repeated hour's two it was.
-        return localize(day, local.time(), self.zone, fold=local.fold).astimezone(UTC)
-
-
-def anticoagulant_status(enrolment: Enrolment) -> str:
-    if not enrolment.anticoagulant:
-        return "none"
-    if enrolment.anticoagulant_hold_days is None:
-        return "unplanned"
-    return "hold" if enrolment.anticoagulant_hold_days > 0 else "continue"
-
-
-def facts_for(protocol: Protocol, enrolment: Enrolment, booked_at: datetime) -> Facts:
-    zone = enrolment.timezone
-    starts_at = localize(enrolment.date, enrolment.time, zone)
-    arrival = localize(enrolment.date, enrolment.arrival, zone) if enrolment.arrival else starts_at
-    sedation = protocol.sedation_default if enrolment.sedation is None else enrolment.sedation
-    status = anticoagulant_status(enrolment)
-    anchors = {"procedure": starts_at, "arrival": arrival, "booking": booked_at.astimezone(zone)}
-    if status == "hold":
-        hold = enrolment.anticoagulant_hold_days or 0
-        # "Hold N days" means N whole days without a dose before the procedure day, so the last
-        # dose is on day -(N+1): a 5-day warfarin hold for a Thursday ends with Friday's dose.
-        last_dose = enrolment.date - timedelta(days=hold + 1)
-        anchors["last-dose"] = localize(last_dose, time(0), zone)
-        if enrolment.anticoagulant_restart_days is not None:
-            restart = enrolment.date + timedelta(days=enrolment.anticoagulant_restart_days)
-            anchors["restart"] = localize(restart, time(0), zone)
-    if sedation and protocol.fasting is not None:
-        # Elapsed hours, counted back from arrival: that is when the patient must be fasted.
-        arrival_utc = arrival.astimezone(UTC)
-        anchors["food-stop"] = arrival_utc - timedelta(hours=protocol.fasting.food_hours)
-        anchors["liquids-stop"] = arrival_utc - timedelta(hours=protocol.fasting.liquids_hours)
-    return Facts(protocol, enrolment, zone, starts_at, anchors, sedation, status)
+from reminders.core.facts import Change, Facts, History, facts_for
+from reminders.core.hours import shut_at
+from reminders.core.medicines import NO_MEDICINES, Medicines
+from reminders.core.protocols import Protocol, Rule, Unit
 
 
 @dataclass(frozen=True)
@@ -125,7 +59,8 @@ class PlannedReminder:
 class Schedule:
     facts: Facts
     reminders: list[PlannedReminder] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # for staff, on the needs-attention list
+    calls: list[str] = field(default_factory=list)  # for staff to phone about: the call list
 
 
 def matches(rule: Rule, conditions: dict[str, object]) -> bool:
@@ -150,7 +85,7 @@ def timing_for(rule: Rule, facts: Facts) -> Timing | None:
     expires = facts.resolve(rule.expires) if rule.expires else None
     if expires is None:
         expires = facts.starts_at
-        if rule.phase == "after":
+        if rule.phase != "before":
             expires = planned.astimezone(UTC) + timedelta(days=1)
     if rule.phase == "before":
         expires = min(expires, facts.starts_at)
@@ -180,13 +115,13 @@ def _place(
 ) -> tuple[datetime | None, str | None]:
     """The final send time, or None with the reason staff should hear (None when silent)."""
     zone = facts.zone
-    if rule.phase == "after" and timing.send_at < facts.starts_at:
-        # After-care planned for before the procedure (a restart "this evening" at 6pm for a
-        # 6:30pm procedure) goes once the procedure has started instead.
-        timing = Timing(facts.starts_at, max(timing.deadline, facts.starts_at), timing.expires)
+    if rule.phase == "after" and timing.send_at < facts.ends_at:
+        # After-care planned for before the procedure is over (a dressing "this evening" at 7pm
+        # after a late list) goes once it has ended instead.
+        timing = Timing(facts.ends_at, max(timing.deadline, facts.ends_at), timing.expires)
     at = _fit_window(timing.send_at, rule, timing, window, zone)
-    if at is not None and rule.phase == "after" and at < facts.starts_at:
-        # Moved earlier into the window, but after-care cannot go before the procedure.
+    if at is not None and rule.phase == "after" and at < facts.ends_at:
+        # Moved earlier into the window, but after-care cannot go before the procedure ends.
         at = next_opening(timing.send_at, window, zone)
         if at >= timing.expires:
             return None, f"{rule.title}: not scheduled, as no time in the sending window fits."
@@ -221,8 +156,12 @@ def compute_schedule(
     *,
     delivered: Collection[tuple[str, str]] = (),
     corrected: Collection[tuple[str, str]] = (),
+    history: History | None = None,
+    medicines: Medicines = NO_MEDICINES,
+    unit: Unit | None = None,
 ) -> Schedule:
-    """Every reminder still to send for `enrolment`, as of `now`.
+    """Every reminder still to send for `enrolment`, as of `now`; with `unit`, a warning when
+    the procedure is booked while the unit is shut.
 
     On a reschedule, `delivered` holds the (rule, channel) pairs the patient already has and
     that still read the same: they are not planned again, and count as scheduled for other
@@ -233,19 +172,15 @@ def compute_schedule(
     if now.tzinfo is None:
         raise ValueError("now must be an aware datetime")
     now = now.astimezone(UTC)
-    facts = facts_for(protocol, enrolment, enrolment.enrolled_at or now)
+    facts = facts_for(
+        protocol, enrolment, enrolment.enrolled_at or now, history=history, medicines=medicines
+    )
     schedule = Schedule(facts)
     conditions = facts.conditions
-    already_told = {rule for rule, _ in (*delivered, *corrected)}
-    known = {rule.id for rule in protocol.rules}
-    # Once the patient holds a stop instruction, a moved date is a correction's business.
-    told_to_stop = any(
-        protocol.rule(r).when.get("anticoagulant") == "hold" for r in already_told & known
-    )
-    plan_warnings = [] if told_to_stop else list(_plan_warnings(facts, now))
+    notes = plan_notes(facts, now)
     placed: dict[str, list[PlannedReminder]] = {}
     for rule in protocol.rules:
-        if not matches(rule, conditions):
+        if rule.phase == "notice" or not matches(rule, conditions):
             continue
         timing = timing_for(rule, facts)
         if timing is None:
@@ -261,8 +196,8 @@ def compute_schedule(
                 continue
             as_planned = rule if late_ok else rule.model_copy(update={"late": "skip"})
             at, warning = _place(as_planned, timing, facts, now, window)
-            # A hold plan that is too late gets one plain warning below, not one per message.
-            held = plan_warnings and rule.when.get("anticoagulant") == "hold"
+            # A hold plan that is too late is one call for staff, not a warning per message.
+            held = notes.too_late and rule.when.get("anticoagulant") == "hold"
             if warning and not held and warning not in schedule.warnings:
                 schedule.warnings.append(warning)
             if at is None:
@@ -270,7 +205,14 @@ def compute_schedule(
             placed.setdefault(rule.id, []).extend(
                 PlannedReminder.of(rule, channel, at, timing) for channel in wanted
             )
-    schedule.warnings.extend(plan_warnings)
+    schedule.warnings.extend(notes.warnings)
+    schedule.calls.extend(notes.calls)
+    shut = shut_at(facts.starts_at, unit) if unit is not None else None
+    if shut:
+        schedule.warnings.append(
+            f"The procedure is booked when the unit is shut: {shut}. Please check the date and "
+            "time; messages asking the patient to call say when the unit opens."
+        )
     shown = facts.starts_at.astimezone(facts.zone)
     if (shown.date(), shown.time()) != (enrolment.date, enrolment.time):
         schedule.warnings.append(
@@ -285,22 +227,6 @@ def compute_schedule(
     order = {rule.id: index for index, rule in enumerate(protocol.rules)}
     schedule.reminders.sort(key=lambda r: (r.send_at, order[r.rule], r.channel))
     return schedule
-
-
-def _plan_warnings(facts: Facts, now: datetime) -> Iterable[str]:
-    """The blood-thinner plan as a whole, in one sentence staff can act on."""
-    last_dose = facts.anchors.get("last-dose")
-    if last_dose is None:
-        return
-    first_skip = (last_dose + timedelta(days=1)).astimezone(facts.zone).date()
-    enrolment = facts.enrolment
-    if now >= localize(first_skip, time(0), facts.zone):
-        yield (
-            f"The blood-thinner plan ({enrolment.anticoagulant}, stop "
-            f"{enrolment.anticoagulant_hold_days} days before) can no longer be honoured: the "
-            f"first day without it was {format_day(first_skip)}. No stop message will be sent; "
-            "please contact the patient and the clinician."
-        )
 
 
 @dataclass
@@ -344,14 +270,17 @@ def plan_corrections(
     changed: Iterable[tuple[str, str]],
     now: datetime,
     window: SendingWindow,
+    urgent: SendingWindow | None = None,
 ) -> Schedule:
     """Corrections for (rule, channel) pairs whose already-sent instruction now reads differently
     or no longer applies.
 
     A correction goes as soon as the window allows and is worth sending until the corrected
-    rule's new expiry; staff are told either way, as the patient may act on the old message. An
-    instruction that no longer applies at all (a hold plan withdrawn) has nothing to correct it
-    with, so staff are asked to phone.
+    rule's new expiry; staff are told either way, as the patient may act on the old message. A
+    safety-critical one that the window would hold past its deadline goes within the `urgent`
+    window instead (a fasting time changed at 9pm cannot wait for 8am), and goes on the call
+    list too. An instruction that no longer applies at all (a hold plan withdrawn) has nothing
+    to correct it with, so staff are asked to phone.
     """
     now = now.astimezone(UTC)
     schedule = Schedule(facts)
@@ -372,6 +301,18 @@ def plan_corrections(
         sent.add((rule.correction, channel))
         at = next_opening(now, window, facts.zone)
         message = f"{rule.title}: the patient already has the old instruction; "
+        if rule.safety_critical and urgent is not None and at > timing.deadline:
+            sooner = next_opening(now, urgent, facts.zone)
+            if sooner < at and sooner < timing.expires:
+                at = sooner
+                call = (
+                    f"{rule.title}: the correction goes at "
+                    f"{format_moment(at, facts.zone)}, outside the usual sending hours, as the "
+                    f"patient needs it by {format_moment(timing.deadline, facts.zone)}. Please "
+                    "phone the patient as well."
+                )
+                if call not in schedule.calls:
+                    schedule.calls.append(call)
         if at < timing.expires:
             schedule.reminders.append(
                 PlannedReminder.of(rule, channel, at, timing, correction=True)
@@ -381,4 +322,41 @@ def plan_corrections(
             message += "it is too late to send a correction. Please contact the patient."
         if message not in schedule.warnings:
             schedule.warnings.append(message)
+    return schedule
+
+
+def plan_notices(
+    protocol: Protocol,
+    enrolment: Enrolment,
+    change: Change,
+    window: SendingWindow,
+    *,
+    history: History | None = None,
+    medicines: Medicines = NO_MEDICINES,
+) -> Schedule:
+    """The notices a booking change sends (rules with `phase: notice` and `on` the change):
+    what moved from when to when, or that it is cancelled, sent as soon as the rule allows."""
+    now = change.at.astimezone(UTC)
+    facts = facts_for(
+        protocol, enrolment, enrolment.enrolled_at or now, history=history,
+        medicines=medicines, change=change,
+    )  # fmt: skip
+    schedule = Schedule(facts)
+    for rule in protocol.rules:
+        if rule.phase != "notice" or rule.event != change.event:
+            continue
+        if not matches(rule, facts.conditions):
+            continue
+        timing = timing_for(rule, facts)
+        if timing is None:
+            continue
+        at, warning = _place(rule, timing, facts, now, window)
+        if warning and warning not in schedule.warnings:
+            schedule.warnings.append(warning)
+        if at is not None:
+            schedule.reminders.extend(
+                PlannedReminder.of(rule, channel, at, timing)
+                for channel in rule.channels
+                if channel in enrolment.channels
+            )
     return schedule

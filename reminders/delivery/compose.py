@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from reminders.config import Config
 from reminders.core import ics, unsubscribe
+from reminders.core.clock import localize
 from reminders.delivery.transports import Attachment, OutgoingMessage
+from reminders.services.planning import change_of
 from reminders.store import models
 
 
@@ -40,14 +43,22 @@ def outgoing(
         return OutgoingMessage(reminder.id, "sms", to, body)
     enrolment = reminder.enrolment
     attachments: tuple[Attachment, ...] = ()
-    if reminder.send_at < enrolment.starts_at:
+    change = change_of(reminder)
+    cancelled = change is not None and change.event == "cancelled"
+    if reminder.send_at < enrolment.starts_at or cancelled:
+        zone = ZoneInfo(enrolment.timezone)
         calendar = ics.appointment(
             enrolment_id=enrolment.id,
             version=enrolment.schedule_version,
             starts_at=enrolment.starts_at,
+            arrival=(
+                localize(enrolment.local_date, enrolment.arrival, zone)
+                if enrolment.arrival else None
+            ),
             unit=config.unit,
             now=now,
-        )
+            cancelled=cancelled,
+        )  # fmt: skip
         attachments = (Attachment("appointment.ics", "text/calendar", calendar),)
     mailbox = config.unit.email or (config.settings.smtp.mail_from if config.settings.smtp else "")
     return OutgoingMessage(

@@ -26,6 +26,8 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from reminders.config import Config
 from reminders.core.clock import in_window, next_opening
+from reminders.core.facts import History
+from reminders.core.protocols import Rule
 from reminders.core.rendering import RenderError
 from reminders.delivery import compose
 from reminders.delivery.transports import (
@@ -39,7 +41,7 @@ from reminders.delivery.transports import (
     Transports,
 )
 from reminders.services import replies, wording
-from reminders.services.enrolments import email_instead
+from reminders.services.planning import email_instead, history_of
 from reminders.store import journal, lifecycle, models
 from reminders.store.db import session_scope
 from reminders.store.lifecycle import Held
@@ -116,17 +118,20 @@ def prepare(
         .execution_options(populate_existing=True)
     ).all()
     opted_out = _opted_out(session, reminders)
+    histories = _histories(session, {r.enrolment_id for r in reminders})
     ready = []
     for reminder in reminders:
         row = by_id[reminder.id]
         try:
             # Everything that can go wrong with one reminder happens in here, away from the
             # database: a surprise fails this reminder, not the batch's transaction.
+            history = histories.get(reminder.enrolment_id, History())
             stop = why_not_send(
-                reminder, now, (reminder.channel, compose.destination(reminder)) in opted_out
-            )
+                reminder, now, (reminder.channel, compose.destination(reminder)) in opted_out,
+                rule=_rule(config, reminder), history=history,
+            )  # fmt: skip
             opening = None if stop else _window_opening(reminder, config, now)
-            words = None if stop or opening else wording.write(config, reminder)
+            words = None if stop or opening else wording.write(config, reminder, history)
             message = compose.outgoing(reminder, config, now, words) if words else None
         except RenderError as exc:
             # A template or protocol changed under it since it was scheduled (the SMS was
@@ -159,11 +164,15 @@ def prepare(
 
 
 def why_not_send(
-    reminder: models.Reminder, now: datetime, opted_out: bool
-) -> tuple[str, str] | None:
-    """(state, reason) when a reminder must not go after all, checked once it is held."""
+    reminder: models.Reminder, now: datetime, opted_out: bool, *, rule: Rule | None = None,
+    history: History | None = None,
+) -> tuple[str, str] | None:  # fmt: skip
+    """(state, reason) when a reminder must not go after all, checked once it is held.
+    `rule`: the reminder's rule in the protocol now; `history`: what reached the patient."""
     enrolment = reminder.enrolment
-    if enrolment.status == models.ENROLMENT_CANCELLED:
+    notice = rule is not None and rule.phase == "notice"
+    # A cancellation's own notice is the one message a cancelled enrolment still sends.
+    if enrolment.status == models.ENROLMENT_CANCELLED and not notice:
         return lifecycle.CANCELLED, "enrolment cancelled"
     if reminder.schedule_version != enrolment.schedule_version:
         return lifecycle.CANCELLED, "superseded"
@@ -173,7 +182,27 @@ def why_not_send(
         return lifecycle.SKIPPED, f"no {'mobile number' if reminder.channel == 'sms' else 'email'}"
     if opted_out:
         return lifecycle.SKIPPED, "opted out"
+    if rule is not None and rule.only_if_sent and not (history or History()).has(rule.only_if_sent):
+        # A restart for a patient never told to stop would be an instruction no clinician
+        # gave them (a plan recorded too late, a stop message that never arrived).
+        return lifecycle.SKIPPED, f"only after {' or '.join(rule.only_if_sent)} reached the patient"
     return None
+
+
+def _rule(config: Config, reminder: models.Reminder) -> Rule | None:
+    protocol = config.protocols.get(reminder.enrolment.procedure)
+    return next((r for r in protocol.rules if r.id == reminder.rule), None) if protocol else None
+
+
+def _histories(session: Session, enrolment_ids: Collection[int]) -> dict[int, History]:
+    """What reached each patient so far, for a batch's enrolments, in one round trip."""
+    sent = session.scalars(
+        select(R).where(R.enrolment_id.in_(list(enrolment_ids)), R.state == lifecycle.SENT)
+    ).all()
+    by_enrolment: dict[int, list[models.Reminder]] = {}
+    for reminder in sent:
+        by_enrolment.setdefault(reminder.enrolment_id, []).append(reminder)
+    return {enrolment_id: history_of(rows) for enrolment_id, rows in by_enrolment.items()}
 
 
 def _opted_out(session: Session, reminders: Sequence[models.Reminder]) -> set[tuple[str, str]]:
@@ -190,14 +219,22 @@ def _opted_out(session: Session, reminders: Sequence[models.Reminder]) -> set[tu
 
 
 def _window_opening(reminder: models.Reminder, config: Config, now: datetime) -> datetime | None:
-    """When the sending window next opens, if it is shut now for this reminder."""
-    protocol = config.protocols.get(reminder.enrolment.procedure)
-    rules = {rule.id: rule for rule in protocol.rules} if protocol else {}
-    rule = rules.get(reminder.rule)
+    """When the sending window next opens, if it is shut now for this reminder. A
+    safety-critical correction or notice that the window would hold past its deadline may go
+    within the unit's urgent window instead (it was put on the call list when planned)."""
+    rule = _rule(config, reminder)
     zone = ZoneInfo(reminder.enrolment.timezone)
     if (rule is not None and rule.quiet_hours == "send") or in_window(now, config.window, zone):
         return None
-    return next_opening(now, config.window, zone)
+    opening = next_opening(now, config.window, zone)
+    urgent = reminder.safety_critical and (
+        reminder.is_correction or (rule is not None and rule.phase == "notice")
+    )
+    if urgent and opening > reminder.deadline:
+        if in_window(now, config.unit.urgent_window, zone):
+            return None
+        return min(opening, next_opening(now, config.unit.urgent_window, zone))
+    return opening
 
 
 def _send(transport: Transport, message: OutgoingMessage) -> tuple[Sent | DeliveryError, float]:

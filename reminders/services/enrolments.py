@@ -9,32 +9,35 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from reminders.config import Config
+from reminders.core.blood_thinners import (
+    below_minimum,
+    cancelled_call,
+    moved_call,
+    stopped_or_due,
+)
 from reminders.core.clock import localize
 from reminders.core.enrolment import SCHEMA, Enrolment
-from reminders.core.rendering import enrolment_context, template_context
-from reminders.core.schedule import (
-    PlannedReminder,
-    Schedule,
-    compute_schedule,
-    facts_for,
-    plan_corrections,
-    review_sent,
+from reminders.core.facts import Change
+from reminders.services.planning import (
+    Replanned,
+    add_notices,
+    as_enrolment,
+    expire,
+    facts_of,
+    replan,
 )
 from reminders.store import journal, lifecycle, models
 
 # Enrolment fields that, when changed, change what the patient receives.
 _SCHEDULE_FIELDS = tuple(spec.name for spec in SCHEMA if spec.changes_schedule)
-_DELIVERED_STATES = ("sending", "sent")
 
 
 class EnrolmentRefused(ValueError):
@@ -63,11 +66,6 @@ def new_booking_ref(now: datetime) -> str:
     return f"R{now:%y%m%d}-{secrets.token_hex(3).upper()}"
 
 
-def as_enrolment(row: models.Enrolment) -> Enrolment:
-    """The stored enrolment as the pure core sees it."""
-    return Enrolment.from_columns(row.patient, row, enrolled_at=row.enrolled_at)
-
-
 def _store_fields(row: models.Enrolment, enrolment: Enrolment, starts_at: datetime) -> None:
     for column, value in enrolment.columns("patient").items():
         setattr(row.patient, column, value)
@@ -76,112 +74,38 @@ def _store_fields(row: models.Enrolment, enrolment: Enrolment, starts_at: dateti
     row.starts_at = starts_at
 
 
-def _warn(
-    session: Session, row: models.Enrolment, kind: str, messages: list[str], now: datetime
+def _tell_staff(
+    session: Session, row: models.Enrolment, replanned: Replanned, calls: list[str],
+    now: datetime,
+) -> None:  # fmt: skip
+    for kind, messages in (
+        ("late-enrolment", replanned.warnings),
+        ("correction", replanned.corrections),
+        ("blood-thinner", [*calls, *replanned.calls]),
+    ):
+        for message in messages:
+            journal.note(session, kind, message, now=now, enrolment_id=row.id)
+
+
+def _check_plan(
+    session: Session, config: Config, row: models.Enrolment, actor: str, now: datetime
 ) -> None:
-    for message in messages:
-        journal.note(session, kind, message, now=now, enrolment_id=row.id)
-
-
-def reminder_values(
-    config: Config, schedule: Schedule, planned: PlannedReminder, version: int,
-    shared: Mapping[str, Any] | None = None,
-) -> dict[str, object]:  # fmt: skip
-    """The columns of a planned reminder's row: for `models.Reminder` here, and for the CSV
-    import's bulk insert of brand-new enrolments. Its words are written when it is sent
-    (`wording`); an SMS is written now too, only to refuse one over the segment limit while
-    staff can still do something about it (RenderError). `shared`: as for `template_context`."""
-    if planned.channel == "sms":
-        facts = schedule.facts
-        renderer = config.renderer
-        context = template_context(facts, planned.send_at, renderer.unit, shared)
-        renderer.render_with(planned.template, planned.channel, facts, context)
-    return {
-        "rule": planned.rule,
-        "channel": planned.channel,
-        "state": lifecycle.INITIAL,
-        "send_at": planned.send_at,
-        "deadline": planned.deadline,
-        "expires_at": planned.expires,
-        "schedule_version": version,
-        "template": planned.template,
-        "safety_critical": planned.safety_critical,
-        "is_correction": planned.is_correction,
-    }
-
-
-def _reminder_row(
-    config: Config, schedule: Schedule, planned: PlannedReminder, version: int
-) -> models.Reminder:
-    return models.Reminder(**reminder_values(config, schedule, planned, version))
-
-
-def _same(row: models.Reminder, new: models.Reminder) -> bool:
-    keys = ("rule", "channel", "send_at", "template", "is_correction")
-    return all(getattr(row, k) == getattr(new, k) for k in keys)
-
-
-def _expire(session: Session, reminders: list[models.Reminder]) -> None:
-    """Forget what was read of rows the lifecycle has just changed with a set-based UPDATE."""
-    for reminder in reminders:
-        session.expire(reminder)
-
-
-def _replan(
-    session: Session, config: Config, row: models.Enrolment, now: datetime
-) -> tuple[list[models.Reminder], list[str], list[str]]:
-    """Recompute every pending reminder; sent ones stay as history. Returns the new rows, the
-    warnings about timing, and the warnings about corrections."""
-    protocol = config.protocols[row.procedure]
-    enrolment = as_enrolment(row)
-    sent: dict[tuple[str, str], str | None] = {}
-    for reminder in sorted(row.reminders, key=lambda r: (r.sent_at or r.send_at, r.id or 0)):
-        if reminder.state in _DELIVERED_STATES:
-            sent[(reminder.rule, reminder.channel)] = reminder.fingerprint  # the latest wins
-    facts = facts_for(protocol, enrolment, row.enrolled_at)
-    review = review_sent(
-        protocol,
-        facts,
-        sent,
-        lambda rule, channel: config.renderer.fingerprint(rule.template, channel, facts, now),
-    )
-    schedule = compute_schedule(
-        protocol,
-        enrolment,
-        now,
-        config.window,
-        delivered=review.unchanged,
-        corrected=review.corrected,
-    )
-    corrections = plan_corrections(
-        protocol, facts, [*review.corrected, *review.withdrawn], now, config.window
-    )
-    version = row.schedule_version
-    shared = enrolment_context(schedule.facts, config.renderer.unit)
-    wanted = [
-        models.Reminder(**reminder_values(config, schedule, planned, version, shared))
-        for planned in [*schedule.reminders, *corrections.reminders]
-    ]
-    added: list[models.Reminder] = []
-    kept: list[models.Reminder] = []
-    for new in wanted:
-        twin = next(
-            (r for r in row.reminders if r.pending and r not in kept and _same(r, new)), None
+    """A hold shorter than the protocol's minimum needs the clinician's reason, and is
+    recorded in the audit log (the reason itself stays on the enrolment: it is patient data)."""
+    facts = facts_of(config, row)
+    minimum = below_minimum(facts)
+    if minimum is None:
+        return
+    if not row.anticoagulant_hold_reason:
+        raise EnrolmentRefused(
+            f"anticoagulant_hold_days: the {facts.protocol.name} protocol asks for a hold of at "
+            f"least {minimum} days; for a shorter one, give the clinician's reason in "
+            "anticoagulant_hold_reason"
         )
-        if twin is not None:
-            kept.append(twin)
-        else:
-            added.append(new)
-    session.flush()
-    # A row a worker took into `sending` since it was read is left to the worker, which finds
-    # the enrolment moved on and stops it.
-    superseded = [r for r in row.reminders if r.pending and r not in kept]
-    lifecycle.carry_over(session, [r.id for r in kept], version)
-    lifecycle.withdraw(session, [r.id for r in superseded], "superseded")
-    _expire(session, [*kept, *superseded])
-    row.reminders.extend(added)
-    session.flush()
-    return added, schedule.warnings, corrections.warnings
+    journal.audit(
+        session, actor, "short-hold", now=now, enrolment_id=row.id,
+        hold_days=row.anticoagulant_hold_days, minimum=minimum,
+    )  # fmt: skip
 
 
 def future_start(enrolment: Enrolment, now: datetime) -> datetime:
@@ -221,13 +145,17 @@ def enrol(
         raise EnrolmentConflict(
             f"booking_ref: {ref} was enrolled at the same moment by someone else; try again"
         ) from None
-    added, warnings, _ = _replan(session, config, row, now)
-    _warn(session, row, "late-enrolment", warnings, now)
+    _check_plan(session, config, row, actor, now)
+    replanned = replan(session, config, row, now)
+    _tell_staff(session, row, replanned, [], now)
     journal.audit(
         session, actor, "enrol", now=now, enrolment_id=row.id, booking_ref=ref,
         procedure=row.procedure,
     )  # fmt: skip
-    return EnrolResult(row, created=True, warnings=warnings, reminders=added)
+    return EnrolResult(
+        row, created=True, warnings=[*replanned.warnings, *replanned.calls],
+        reminders=replanned.added,
+    )  # fmt: skip
 
 
 def _update(
@@ -251,22 +179,46 @@ def _update(
         return EnrolResult(row, created=False)
     moved = before.date != after.date or before.time != after.time
     previous = {"date": row.local_date, "time": row.local_time, "procedure": row.procedure}
+    previous_start = row.starts_at
+    calls: list[str] = []
+    told = facts_of(config, row)
+    same_plan = (after.anticoagulant_hold_days, after.anticoagulant_restart_days) == (
+        before.anticoagulant_hold_days, before.anticoagulant_restart_days,
+    )  # fmt: skip
+    # A new time on the same day leaves every medicine date as it was; a new day does not.
+    withdrawn = before.date != after.date and same_plan and stopped_or_due(told, now)
+    if withdrawn:
+        # The software never works out new medicine dates itself: the plan was the clinician's
+        # for the old date. It is withdrawn, the patient is told the team will call, and new
+        # dates go out once staff record a new plan (which then corrects the old ones).
+        after = after.with_changes(
+            anticoagulant_hold_days=None, anticoagulant_restart_days=None,
+            anticoagulant_hold_reason=None,
+        )  # fmt: skip
+        calls.append(moved_call(told, after.date))
     _store_fields(row, after, starts_at)
     row.schedule_version += 1
-    added, warnings, correction_warnings = _replan(session, config, row, now)
-    _warn(session, row, "late-enrolment", warnings, now)
-    _warn(session, row, "correction", correction_warnings, now)
+    _check_plan(session, config, row, actor, now)
+    replanned = replan(session, config, row, now)
+    if moved:
+        add_notices(session, config, row, Change("moved", now, previous_start=previous_start))
+    _tell_staff(session, row, replanned, calls, now)
     action = "reschedule" if moved else "update"
     journal.audit(
         session, actor, action, now=now, enrolment_id=row.id, previous=previous,
         version=row.schedule_version,
     )  # fmt: skip
+    if withdrawn:
+        journal.audit(
+            session, actor, "plan-withdrawn", now=now, enrolment_id=row.id,
+            hold_days=before.anticoagulant_hold_days,
+        )  # fmt: skip
     return EnrolResult(
         row,
         created=False,
         rescheduled=moved,
-        warnings=[*warnings, *correction_warnings],
-        reminders=added,
+        warnings=[*replanned.warnings, *replanned.corrections, *replanned.calls, *calls],
+        reminders=replanned.added,
     )
 
 
@@ -289,70 +241,28 @@ def reschedule(
     return _update(session, config, row, enrolment, starts_at, now=now, actor=actor)
 
 
-def _close(
-    session: Session, row: models.Enrolment, status: str, now: datetime, actor: str, *,
-    action: str, phases: tuple[str, ...], protocol_rules: Mapping[str, str], reason: str,
-) -> None:  # fmt: skip
+def cancel(
+    session: Session, config: Config, row: models.Enrolment, *, now: datetime, actor: str
+) -> None:
+    """Cancel the procedure: nothing more of its plan is sent, and the patient is told it is
+    cancelled. A patient told, or due, to stop a blood thinner is told the team will call
+    about restarting it, and goes on the call list: never silence."""
     # Held until commit: a worker preparing this enrolment's reminders waits, then sees this.
     session.refresh(row, with_for_update=True)
     if row.status != models.ENROLMENT_ACTIVE:
         raise EnrolmentClosed(f"enrolment {row.booking_ref} is already {row.status}")
     session.flush()
-    ending = [
-        r for r in row.reminders if r.pending and protocol_rules.get(r.rule, "before") in phases
-    ]
-    lifecycle.withdraw(session, [r.id for r in ending], reason)
-    _expire(session, ending)
-    row.status = status
+    facts = facts_of(config, row)
+    calls = []
+    if stopped_or_due(facts, now):
+        calls.append(cancelled_call(facts, now.astimezone(facts.zone).date()))
+    ending = [r for r in row.reminders if r.pending]
+    lifecycle.withdraw(session, [r.id for r in ending], "enrolment cancelled")
+    expire(session, ending)
+    row.status = models.ENROLMENT_CANCELLED
     row.ended_at = now
-    journal.audit(session, actor, action, now=now, enrolment_id=row.id)
+    add_notices(session, config, row, Change("cancelled", now))
+    for message in calls:
+        journal.note(session, "blood-thinner", message, now=now, enrolment_id=row.id)
+    journal.audit(session, actor, "cancel", now=now, enrolment_id=row.id)
     session.flush()
-
-
-def cancel(
-    session: Session, config: Config, row: models.Enrolment, *, now: datetime, actor: str
-) -> None:
-    """Cancel the procedure: nothing more is sent for it."""
-    rules = {rule.id: rule.phase for rule in config.protocols[row.procedure].rules}
-    _close(
-        session, row, models.ENROLMENT_CANCELLED, now, actor,
-        action="cancel", phases=("before", "after"), protocol_rules=rules,
-        reason="enrolment cancelled",
-    )  # fmt: skip
-
-
-def complete(
-    session: Session, config: Config, row: models.Enrolment, *, now: datetime, actor: str
-) -> None:
-    """The procedure took place: reminders meant for before it stop, after-care goes on."""
-    rules = {rule.id: rule.phase for rule in config.protocols[row.procedure].rules}
-    _close(
-        session, row, models.ENROLMENT_COMPLETED, now, actor,
-        action="complete", phases=("before",), protocol_rules=rules, reason="procedure done",
-    )  # fmt: skip
-
-
-def email_instead(
-    session: Session, config: Config, reminder: models.Reminder, now: datetime
-) -> models.Reminder | None:
-    """After an SMS fails for good, the same instruction by email, once, if the patient has an
-    address and is not already getting this one by email. Returns the new reminder, if any."""
-    row = reminder.enrolment
-    if not row.patient.email or row.status == models.ENROLMENT_CANCELLED:
-        return None
-    if now >= reminder.expires_at:
-        return None
-    live = ("scheduled", "queued", "sending", "sent")
-    if any(r.rule == reminder.rule and r.channel == "email" and r.state in live
-           for r in row.reminders):  # fmt: skip
-        return None
-    protocol = config.protocols[row.procedure]
-    facts = facts_for(protocol, as_enrolment(row), row.enrolled_at)
-    planned = PlannedReminder(
-        rule=reminder.rule, channel="email", send_at=now, deadline=reminder.deadline,
-        expires=reminder.expires_at, template=reminder.template,
-        safety_critical=reminder.safety_critical, is_correction=reminder.is_correction,
-    )  # fmt: skip
-    fallback = _reminder_row(config, Schedule(facts), planned, row.schedule_version)
-    row.reminders.append(fallback)
-    return fallback

@@ -11,10 +11,11 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from datetime import datetime
 
 from reminders.config import Config
+from reminders.core.blood_thinners import below_minimum
 from reminders.core.enrolment import Enrolment, InvalidEnrolment, parse_fields
 from reminders.core.rendering import RenderError, enrolment_context
 from reminders.core.schedule import compute_schedule
-from reminders.services import enrolments
+from reminders.services import enrolments, planning
 from reminders.settings import Settings
 from reminders.store.bulk import Planned
 
@@ -36,25 +37,33 @@ def check_row(config: Config, values: dict[str, str], stored: bool, now: datetim
     return enrolment if stored else plan_new(config, enrolment, now)
 
 
-def plan_new(config: Config, enrolment: Enrolment, now: datetime) -> Planned | str:
+def plan_new(config: Config, enrolment: Enrolment, now: datetime) -> Checked:
     """A new enrolment's schedule and messages, as `enrolments.enrol` makes them, or the reason
-    it cannot be enrolled."""
+    it cannot be enrolled. One with a hold shorter than its protocol's minimum goes through
+    `enrolments.enrol` itself (the enrolment comes back), which checks and audits it."""
     enrolment = enrolment.with_changes(enrolled_at=now)
+    protocol = config.protocols[enrolment.procedure]
     try:
         starts_at = enrolments.future_start(enrolment, now)
         schedule = compute_schedule(
-            config.protocols[enrolment.procedure], enrolment, now, config.window
-        )
+            protocol, enrolment, now, config.window, medicines=config.medicines,
+            unit=config.unit,
+        )  # fmt: skip
+        if below_minimum(schedule.facts) is not None:
+            return enrolment
         shared = enrolment_context(schedule.facts, config.renderer.unit)
         reminders = [
-            enrolments.reminder_values(config, schedule, planned, 1, shared)
+            planning.reminder_values(config, schedule, planned, 1, shared)
             for planned in schedule.reminders
         ]
     except enrolments.EnrolmentRefused as exc:
         return str(exc)
     except RenderError as exc:
         return unwritable(exc)
-    return Planned(enrolment, starts_at, reminders, list(dict.fromkeys(schedule.warnings)))
+    return Planned(
+        enrolment, starts_at, reminders, list(dict.fromkeys(schedule.warnings)),
+        list(dict.fromkeys(schedule.calls)),
+    )  # fmt: skip
 
 
 _worker_config: Config | None = None

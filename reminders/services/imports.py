@@ -334,5 +334,5 @@ def _land_new(
     except IntegrityError:
         return [(row, plan.enrolment) for row, plan in plans]
     outcome.created += len(plans)
-    outcome.warnings += sum(len(plan.warnings) for _, plan in plans)
+    outcome.warnings += sum(len(plan.warnings) + len(plan.calls) for _, plan in plans)
     return []

@@ -9,6 +9,7 @@ from typing import Any
 from reminders.config import Config
 from reminders.core.clock import format_clock, format_day, iso_local
 from reminders.core.enrolment import Enrolment
+from reminders.core.facts import History, Told, facts_for
 from reminders.core.rendering import Message
 from reminders.core.schedule import PlannedReminder, Schedule, compute_schedule
 
@@ -26,7 +27,8 @@ class Preview:
 
     @property
     def warnings(self) -> list[str]:
-        return self.schedule.warnings
+        """For staff: warnings, then what needs a phone call."""
+        return [*self.schedule.warnings, *self.schedule.calls]
 
     def as_json(self) -> dict[str, Any]:
         facts = self.schedule.facts
@@ -70,10 +72,19 @@ class Preview:
 
 
 def preview(config: Config, enrolment: Enrolment, now: datetime) -> Preview:
+    """Every message the patient would get, as it would read when it goes: each written as if
+    the ones before it had reached the patient (a restart follows the stop instruction)."""
     protocol = config.protocols[enrolment.procedure]
-    schedule = compute_schedule(protocol, enrolment, now, config.window)
-    items = [
-        PreviewItem(reminder, config.renderer.render(reminder, schedule.facts))
-        for reminder in schedule.reminders
-    ]
+    schedule = compute_schedule(
+        protocol, enrolment, now, config.window, medicines=config.medicines, unit=config.unit
+    )
+    items = []
+    told: list[Told] = []
+    for reminder in schedule.reminders:
+        facts = facts_for(
+            protocol, enrolment, enrolment.enrolled_at or now, history=History(tuple(told)),
+            medicines=config.medicines,
+        )  # fmt: skip
+        items.append(PreviewItem(reminder, config.renderer.render(reminder, facts)))
+        told.append(Told(reminder.rule, reminder.channel, reminder.send_at, None))
     return Preview(schedule, items)

@@ -15,17 +15,22 @@ was most of the cost of a big import, and they would go stale.
 from __future__ import annotations
 
 from reminders.config import Config
+from reminders.core.facts import Facts, History
 from reminders.core.rendering import Message, RenderError, template_context
-from reminders.core.schedule import Facts, facts_for
-from reminders.services.enrolments import as_enrolment
+from reminders.services import planning
 from reminders.store import models
 
 
-def facts_of(config: Config, enrolment: models.Enrolment) -> Facts:
-    protocol = config.protocols.get(enrolment.procedure)
-    if protocol is None:
+def facts_of(config: Config, reminder: models.Reminder, history: History | None = None) -> Facts:
+    """The facts a reminder is written from: its enrolment as it is now, what the patient has
+    been told so far (`history`, or read from the enrolment's reminders), and for a notice the
+    change it is about."""
+    enrolment = reminder.enrolment
+    if enrolment.procedure not in config.protocols:
         raise RenderError(f"the procedure {enrolment.procedure!r} is no longer configured")
-    return facts_for(protocol, as_enrolment(enrolment), enrolment.enrolled_at)
+    return planning.facts_of(
+        config, enrolment, change=planning.change_of(reminder), history=history
+    )
 
 
 def compose(
@@ -33,8 +38,8 @@ def compose(
 ) -> tuple[Message, str | None]:
     """The reminder's message as it would be written now, and the fingerprint of its rule's
     instruction (None for a rule no longer in the protocol). `facts`, when given, are those
-    of the reminder's enrolment (several reminders of one enrolment share them)."""
-    facts = facts or facts_of(config, reminder.enrolment)
+    of the reminder (several reminders of one enrolment share them)."""
+    facts = facts or facts_of(config, reminder)
     renderer = config.renderer
     # One context for the message and its fingerprint: it is a good part of the cost.
     context = template_context(facts, reminder.send_at, renderer.unit)
@@ -46,10 +51,13 @@ def compose(
     return message, renderer.fingerprint_with(rule.template, reminder.channel, facts, context)
 
 
-def write(config: Config, reminder: models.Reminder) -> dict[str, object]:
+def write(
+    config: Config, reminder: models.Reminder, history: History | None = None
+) -> dict[str, object]:
     """The reminder's words as the columns of its row, written as it is about to be sent
-    (`lifecycle.write_words` keeps them). Raises RenderError when they cannot be written."""
-    message, fingerprint = compose(config, reminder)
+    (`lifecycle.write_words` keeps them), from what the patient has been told so far
+    (`history`). Raises RenderError when they cannot be written."""
+    message, fingerprint = compose(config, reminder, facts_of(config, reminder, history))
     return {
         "body": message.body,
         "subject": message.subject,
@@ -63,7 +71,7 @@ def write(config: Config, reminder: models.Reminder) -> dict[str, object]:
 def shown(config: Config, reminders: list[models.Reminder]) -> dict[int, Message | str | None]:
     """For staff, by reminder id: the words sent, or to be sent if it goes now; the reason they
     cannot be written; or None for a reminder that never went and never will."""
-    facts: dict[int, Facts] = {}
+    facts: dict[tuple[int, str | None], Facts] = {}
     words: dict[int, Message | str | None] = {}
     for reminder in reminders:
         if reminder.body is not None and not reminder.pending:
@@ -73,10 +81,10 @@ def shown(config: Config, reminders: list[models.Reminder]) -> dict[int, Message
             )  # fmt: skip
         elif reminder.pending or reminder.state == "sending":
             try:
-                enrolment = reminder.enrolment
-                if enrolment.id not in facts:
-                    facts[enrolment.id] = facts_of(config, enrolment)
-                words[reminder.id] = compose(config, reminder, facts[enrolment.id])[0]
+                key = (reminder.enrolment_id, reminder.detail)
+                if key not in facts:
+                    facts[key] = facts_of(config, reminder)
+                words[reminder.id] = compose(config, reminder, facts[key])[0]
             except RenderError as exc:
                 words[reminder.id] = f"This message cannot be written: {exc}"
         else:

@@ -5,7 +5,7 @@ exactly those `services.enrolments.enrol` writes."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy.orm import Session
@@ -23,7 +23,8 @@ class Planned:
     enrolment: Enrolment
     starts_at: datetime
     reminders: list[dict[str, object]]  # the columns of each reminder's row
-    warnings: list[str]  # for the call list, each once
+    warnings: list[str]  # for the needs-attention list, each once
+    calls: list[str] = field(default_factory=list)  # for the call list (blood thinners)
 
 
 def insert_new(session: Session, plans: list[Planned], *, now: datetime, actor: str) -> None:
@@ -69,6 +70,11 @@ def insert_new(session: Session, plans: list[Planned], *, now: datetime, actor: 
             (enrolment_id, message)
             for plan, enrolment_id in zip(plans, enrolment_ids, strict=True)
             for message in plan.warnings
+        ],
+        [
+            (enrolment_id, message)
+            for plan, enrolment_id in zip(plans, enrolment_ids, strict=True)
+            for message in plan.calls
         ],
         now=now,
         actor=actor,

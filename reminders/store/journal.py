@@ -42,6 +42,8 @@ class Kind:
 KINDS: dict[str, Kind] = {
     "late-enrolment": Kind("Too late to send as planned", call=True, once="open"),
     "correction": Kind("The patient has an old instruction", call=True, once="open"),
+    # A blood-thinner plan needs a clinician: none recorded, too late, or withdrawn by a change.
+    "blood-thinner": Kind("A clinician must decide about a blood thinner", call=True, once="open"),
     "configuration": Kind("Messages are not going out", call=False, once="open"),
     "delivery-failed": Kind("Not delivered", call=None, once="open"),
     "fallback": Kind("Sent by email instead", call=None, once="open"),
@@ -116,22 +118,24 @@ def enrolled_many(
     connection: Connection,
     enrolled: list[tuple[int, str, str]],
     warnings: list[tuple[int, str]],
+    calls: list[tuple[int, str]],
     *,
     now: datetime,
     actor: str,
 ) -> None:
     """What `note` and `audit` write for brand-new enrolments stored in bulk (the CSV import):
-    each one's audit entry, given (enrolment id, booking reference, procedure), and its
-    late-enrolment warnings, given (enrolment id, words). The enrolments are new, so nothing
-    can be waiting for them yet: de-duplication is only within the batch."""
-    kind = "late-enrolment"
+    each one's audit entry, given (enrolment id, booking reference, procedure), its
+    late-enrolment warnings and its blood-thinner calls, given (enrolment id, words). The
+    enrolments are new, so nothing can be waiting for them yet: de-duplication is only within
+    the batch."""
     insert_rows(
         connection,
         models.AttentionItem,
         [
             {"enrolment_id": enrolment_id, "reminder_id": None, "kind": kind, "message": message,
              "needs_call": KINDS[kind].call, "created_at": now}
-            for enrolment_id, message in dict.fromkeys(warnings)
+            for kind, notes in (("late-enrolment", warnings), ("blood-thinner", calls))
+            for enrolment_id, message in dict.fromkeys(notes)
         ],
     )  # fmt: skip
     insert_rows(

@@ -1,4 +1,5 @@
-"""The tables, and the reminder state machine that keeps a message from going out twice.
+"""The tables. (A reminder's states change only through `lifecycle`; the base they build on,
+with its UTC instants, is `base`.)
 
 Every instant is stored in UTC through `UTCDateTime`; local dates and times are kept only where a
 person typed them (the procedure's wall-clock date and time and its zone), because schedules are
@@ -7,42 +8,30 @@ computed from the wall clock, not from an instant that a time-zone rule change c
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
-from functools import cache
-from typing import Any, ClassVar
+from datetime import date, datetime, time, timedelta
 
 from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Date,
-    DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
-    MetaData,
     String,
     Text,
     Time,
     UniqueConstraint,
     false,
     func,
-    inspect,
     text,
 )
-from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-# Deterministic constraint names, so that a later migration can drop a constraint by name on
-# PostgreSQL and SQLite alike instead of guessing what each database called it.
-NAMING_CONVENTION = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
+from reminders.store.base import Base as Base
+from reminders.store.base import Timestamped
+from reminders.store.base import UTCDateTime as UTCDateTime
+from reminders.store.base import utcnow as utcnow
 
 CHANNELS = ("sms", "email")
 
@@ -62,77 +51,8 @@ PENDING_STATES = ("scheduled", "queued")
 DELIVERY_STATUSES = ("queued", "sent", "delivered", "undelivered", "failed")
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def _one_of(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(value) for value in values)})"
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """An instant, always aware and in UTC on both sides of the database.
-
-    A naive datetime is refused rather than assumed to be UTC: a local wall-clock time slipping
-    in unnoticed would send a reminder an hour early or late for half the year. SQLite keeps no
-    offset, so what comes back is naive and is given its UTC zone here.
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(f"naive datetimes are not allowed; give {value!r} a time zone")
-        value = value.astimezone(UTC)
-        # SQLite stores the text of the datetime; without an offset every stored value has the
-        # same shape, so comparisons between them stay correct.
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: Any | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if not isinstance(value, datetime):
-            raise TypeError(f"expected a datetime from the database, got {value!r}")
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
-
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    # Any `Mapped[datetime]` column is an instant in UTC unless it says otherwise.
-    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime()}
-
-    def __init__(self, **kwargs: Any) -> None:
-        """Fill in constant column defaults at construction, not only at flush.
-
-        The state machine and the services read `state`, `status` and `schedule_version` on rows
-        that have not been flushed yet; they must see the value the database will get.
-        """
-        cls = type(self)
-        for key, value in (_constant_defaults(cls) | kwargs).items():
-            if not hasattr(cls, key):
-                raise TypeError(f"{key!r} is an invalid keyword argument for {cls.__name__}")
-            setattr(self, key, value)
-
-
-@cache
-def _constant_defaults(cls: type[Base]) -> dict[str, Any]:
-    # Cached: a bulk import builds a million of these, and the mapper never changes.
-    defaults = {}
-    for attribute in inspect(cls).column_attrs:
-        default = attribute.columns[0].default
-        if default is not None and default.is_scalar:
-            defaults[attribute.key] = getattr(default, "arg", None)
-    return defaults
-
-
-class Timestamped:
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class Patient(Timestamped, Base):
@@ -169,11 +89,15 @@ class Enrolment(Base):
     timezone: Mapped[str] = mapped_column(String(64))
     starts_at: Mapped[datetime] = mapped_column(index=True)
     arrival: Mapped[time | None] = mapped_column(Time)
-    sedation: Mapped[bool | None] = mapped_column(Boolean)
+    anaesthesia: Mapped[str | None] = mapped_column(String(16))  # local, sedation, general
+    sedation: Mapped[bool | None] = mapped_column(Boolean)  # the older field, as it was given
     joint: Mapped[str | None] = mapped_column(String(16))
     anticoagulant: Mapped[str | None] = mapped_column(String(100))
     anticoagulant_hold_days: Mapped[int | None] = mapped_column(Integer)
     anticoagulant_restart_days: Mapped[int | None] = mapped_column(Integer)
+    # A clinician's reason for a hold shorter than the protocol's minimum (patient data: it
+    # stays here, never in the audit log).
+    anticoagulant_hold_reason: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(
         String(16), default=ENROLMENT_ACTIVE, server_default=ENROLMENT_ACTIVE
     )
@@ -230,6 +154,9 @@ class Reminder(Timestamped, Base):
     # whether an instruction the patient already has has changed and needs a correction.
     fingerprint: Mapped[str | None] = mapped_column(Text)
     cancel_reason: Mapped[str | None] = mapped_column(String(64))
+    # What a notice is about (JSON): the change that sent it, such as the start a moved
+    # appointment had before; its words are written from it as it goes.
+    detail: Mapped[str | None] = mapped_column(Text)
     provider_id: Mapped[str | None] = mapped_column(String(64), index=True)
     delivery_status: Mapped[str | None] = mapped_column(String(16))
     error_code: Mapped[str | None] = mapped_column(String(32))

@@ -39,7 +39,7 @@ from reminders.interfaces.web.api_models import (
 )
 from reminders.interfaces.web.api_refusals import ApiError, ApiRoute, Problem
 from reminders.interfaces.web.deps import AppConfig, Now
-from reminders.services import accounts, enrolments, wording
+from reminders.services import accounts, enrolments, planning, wording
 from reminders.store import models
 from reminders.store.db import locked_scope, session_scope
 
@@ -212,7 +212,7 @@ def change_enrolment(
             raise InvalidEnrolment(
                 ["booking_ref: cannot be changed; cancel this enrolment and enrol with the new one"]
             )
-        values = {**enrolments.as_enrolment(row).as_fields(), **changes}
+        values = {**planning.as_enrolment(row).as_fields(), **changes}
         result = enrolments.enrol(session, config, _parse(config, values), now=now, actor=actor)
         return enrolment_out(result.enrolment, result.warnings)
 

@@ -27,7 +27,7 @@ from reminders.core.parsers import (
     has_control_character,
 )
 from reminders.core.rendering import Message
-from reminders.services import enrolments
+from reminders.services import planning
 from reminders.store import models
 
 PREFIX = "/api/v1"
@@ -186,7 +186,7 @@ def enrolment_out(row: models.Enrolment, warnings: Sequence[str] = ()) -> Enrolm
         status=row.status,
         procedure=row.procedure,
         starts_at=iso_local(row.starts_at, zone),
-        fields=EnrolmentFields.model_validate(enrolments.as_enrolment(row).as_fields()),
+        fields=EnrolmentFields.model_validate(planning.as_enrolment(row).as_fields()),
         warnings=list(warnings),
         links=EnrolmentLinks(self=here, reminders=f"{here}/reminders", cancel=f"{here}/cancel"),
     )

@@ -22,18 +22,17 @@ from reminders.config import Config
 from reminders.core.clock import localize
 from reminders.core.enrolment import (
     FIELDS,
-    PROCEDURE,
     SCHEMA,
-    YES_NO,
     InvalidEnrolment,
     parse_fields,
     required_fields,
 )
+from reminders.core.fields import PROCEDURE, YES_NO
 from reminders.core.parsers import parse_clock, parse_date
 from reminders.interfaces.web.auth import AdminUser, StaffForm, StaffUser
 from reminders.interfaces.web.deps import AppConfig, DbSession, Now
 from reminders.interfaces.web.rendering import flash, page
-from reminders.services import attention, enrolments, wording
+from reminders.services import attention, enrolments, planning, wording
 from reminders.services.preview import preview
 from reminders.store import models, queries
 
@@ -128,7 +127,8 @@ def _enrol_page(
     None, result: Any = None, existing: models.Enrolment | None = None, status_code: int = 200,
 ) -> Response:  # fmt: skip
     return page(
-        request, "enrol.html", fields=SCHEMA, options=_options(config),
+        request, "enrol.html", fields=[spec for spec in SCHEMA if spec.on_form],
+        options=_options(config),
         required=required_fields(from_system=False), values=values, errors=errors or {},
         preview=result, existing=existing, default_timezone=config.settings.timezone.key,
         status_code=status_code,
@@ -145,7 +145,7 @@ def enrol_form(
     existing = None
     if enrolment is not None:
         existing = found(session, models.Enrolment, enrolment)
-        values = enrolments.as_enrolment(existing).as_fields()
+        values = planning.as_enrolment(existing).as_fields()
     return _enrol_page(request, config, values=values, existing=existing)
 
 
@@ -278,7 +278,11 @@ def cancel(
     except enrolments.EnrolmentClosed as exc:
         flash(request, str(exc), "warning")
     else:
-        flash(request, f"{row.booking_ref} is cancelled; nothing more will be sent.")
+        flash(
+            request,
+            f"{row.booking_ref} is cancelled. The patient is told, and nothing more of its "
+            "plan will be sent.",
+        )
     return RedirectResponse(f"/enrolments/{row.id}", status_code=303)
 
 
