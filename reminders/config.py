@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from zoneinfo import ZoneInfo
 
 from reminders.core.clock import SendingWindow
 from reminders.core.medicines import Medicines
@@ -24,12 +25,22 @@ class Config:
     def load(cls, settings: Settings | None = None) -> Config:
         settings = settings or Settings.from_env()
         unit = load_unit(settings.config_dir / "unit.yaml")
+        if "timezone" in settings.model_fields_set:
+            # REMINDERS_TIMEZONE wins over the unit file's: one clock for the procedures, the
+            # unit's hours and its bank holidays.
+            unit = unit.model_copy(update={"timezone": settings.timezone.key})
         protocols = load_protocols(
             settings.config_dir / "protocols",
             templates=template_names(settings.templates_dir, DEFAULT_LANGUAGE),
         )
         medicines = load_medicines(settings.config_dir / "medicines.yaml")
         return cls(settings, unit, protocols, medicines)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The unit's time zone: procedures' dates and times are on its clock, and enrolments
+        with no zone of their own take it. REMINDERS_TIMEZONE wins over the unit file's."""
+        return ZoneInfo(self.unit.timezone)
 
     @property
     def window(self) -> SendingWindow:

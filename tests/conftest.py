@@ -204,13 +204,15 @@ def delivery_env(
     tmp_path: Path,
 ) -> dict[str, str]:  # fmt: skip
     """The environment a deployment would set, pointing at the fakes; tests run at any hour,
-    so the sending window is open all day."""
+    so the sending window is open all day. The unit keeps UTC, as most tests' patients do, so
+    that their times read the same all year (tests/clinic.py keeps the real unit's London)."""
     (tmp_path / "metrics").mkdir(exist_ok=True)
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "REMINDERS_DATABASE_URL": database_url,
         "REMINDERS_BROKER_URL": redis_server.url,
         "REMINDERS_SENDING_WINDOW": "00:00-24:00",
+        "REMINDERS_TIMEZONE": "UTC",
         "REMINDERS_PUBLIC_URL": "https://reminders.example.org",
         "REMINDERS_SECRET_KEY": "synthetic-test-secret",
         "REMINDERS_PROVIDER_TIMEOUT_SECONDS": "2",
@@ -234,12 +236,13 @@ def w(db_engine: Engine, delivery_env: dict[str, str]) -> World:
 @pytest.fixture
 def web_settings(database_url: str) -> Settings:
     """The web app's settings on each database; tests run at any hour, so the sending window
-    is open all day."""
+    is open all day. The unit keeps UTC, as for `delivery_env`."""
     return Settings.from_env(
         {
             "REMINDERS_DATABASE_URL": database_url,
             "REMINDERS_SECRET_KEY": "synthetic-test-secret",
             "REMINDERS_SENDING_WINDOW": "00:00-24:00",
+            "REMINDERS_TIMEZONE": "UTC",
         }
     )
 

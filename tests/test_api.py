@@ -451,7 +451,8 @@ def test_an_unknown_enrolment_is_not_found(as_booking_system: TestClient) -> Non
 
 def test_times_are_shown_in_the_patients_own_offset(as_booking_system: TestClient) -> None:
     created = enrol(as_booking_system, timezone="America/New_York").json()
-    start = datetime.combine(IN_THREE_WEEKS, time(9, 30), tzinfo=NEW_YORK)
+    # 9:30 on the unit's clock (UTC here) is 4:30 or 5:30 in New York.
+    start = datetime.combine(IN_THREE_WEEKS, time(9, 30), tzinfo=UTC).astimezone(NEW_YORK)
     assert created["starts_at"] == start.isoformat()
     reminders = reminders_of(as_booking_system, created["id"])
     assert reminders

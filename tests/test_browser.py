@@ -91,7 +91,8 @@ def test_enrol_with_the_preview_find_reschedule_and_cancel(page: Page, live: Liv
     fields = {
         "booking_ref": "BK-8001", "name": "Megan Price", "phone": "07911 100070",
         "email": "megan.price@example.org", "procedure": "si-joint-denervation",
-        "date": in_days(21).isoformat(), "time": "09:30", "arrival": "08:30", "sedation": "yes",
+        "date": in_days(21).isoformat(), "time": "09:30", "arrival": "08:30",
+        "anaesthesia": "sedation",
         "anticoagulant": "Apixaban", "anticoagulant_hold_days": "3",
         "anticoagulant_restart_days": "1",
     }  # fmt: skip
@@ -105,7 +106,7 @@ def test_enrol_with_the_preview_find_reschedule_and_cancel(page: Page, live: Liv
     page.get_by_label("Date", exact=True).fill(in_days(21).isoformat())
     page.get_by_label("Start time").fill("09:30")
     page.get_by_label("Arrival time").fill("08:30")
-    page.get_by_label("Sedation").select_option("yes")
+    page.get_by_label("Anaesthetic").select_option("sedation")
     page.get_by_label("Medicine").fill("Apixaban")
     page.get_by_label("Days to stop before").fill("3")
     page.get_by_label("Days after to restart").fill("1")

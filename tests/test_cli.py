@@ -206,6 +206,32 @@ def test_check_fails_on_an_unknown_template_or_field(broken: dict[str, str]) -> 
     assert "Traceback" not in result.stderr
 
 
+def test_check_refuses_a_shared_rule_defined_again_in_a_protocol(broken: dict[str, str]) -> None:
+    """Hazard H13: a protocol's own copy of the fasting rule would not get the next fix."""
+    protocols = Path(broken["REMINDERS_CONFIG_DIR"]) / "protocols"
+    fasting = (protocols / "shared" / "fasting.yaml").read_text().partition("rules:\n")[2]
+    own = protocols / "sacroplasty.yaml"
+    own.write_text(own.read_text().replace("rules:\n", "rules:\n" + fasting, 1))
+    result = run(broken, "check")
+    assert result.returncode == 2
+    assert (
+        "sacroplasty.yaml: rule 'fasting' is a shared rule (shared/fasting.yaml) defined again "
+        "here; remove it and add 'fasting' to 'include'"
+    ) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_preview_refuses_a_name_too_long_for_a_text_in_one_line(env: dict[str, str]) -> None:
+    """Hazard H14: the message that could not be sent is refused at the terminal, not later."""
+    result = run(
+        env, "preview", "--now", NOW, "--procedure", "sacroplasty", "--at", "2026-12-10T09:30",
+        "--flag", "name=" + "Wolfeschlegelsteinhausenbergerdorff" * 4 + " Price",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.startswith("reminders preview: name, anticoagulant: a text to this ")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_migrate_then_enrol_twice_gives_the_same_id(env: dict[str, str]) -> None:
     assert run(env, "migrate").returncode == 0
     args = ["enrol", "--procedure", "si-joint-denervation", "--name", "Rhys Evans",

@@ -423,8 +423,10 @@ def test_a_row_that_fails_half_way_leaves_nothing_behind(
     assert result.code == 1
     assert result.out.splitlines()[0].startswith("1 row landed (0 new, 0 updated, 1 unchanged)")
     reasons = {r["booking_ref"]: r["reason"] for r in read_errors(cli / "list.errors.csv")}
-    assert reasons["BK-00000"].startswith("a message for this patient could not be written")
-    assert "takes 4 SMS segments" in reasons["BK-00000"]
+    assert reasons["BK-00000"].startswith(
+        "name, anticoagulant: a text to this patient would take 4 SMS messages, more than the 3 "
+        "we send; shorten the name"
+    )
     assert reasons["BK-00001"] == (
         "booking_ref: BK-00001 belongs to a cancelled enrolment; use a new booking reference"
     )

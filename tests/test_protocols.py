@@ -194,6 +194,20 @@ def test_missing_required_field(tmp_path: Path) -> None:
     )
 
 
+def test_after_care_needs_the_leaflets_red_flags(tmp_path: Path) -> None:
+    """Hazard H9: after-care always says what to do about the warning signs."""
+    extra = """\
+  - id: stop
+    title: After-care
+    phase: after
+    send: {anchor: procedure, offset: +1d, at: "10:00"}
+    template: stop
+"""
+    assert "field 'red_flags': a procedure with after-care must list its leaflet's warning" in (
+        problem(tmp_path, extra)
+    )
+
+
 def test_duplicate_rule_id(tmp_path: Path) -> None:
     extra = """\
   - id: booking

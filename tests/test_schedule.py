@@ -6,7 +6,7 @@ promises, and across the 2026 UK clock changes (29 March, 25 October) and a US z
 
 from __future__ import annotations
 
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -375,6 +375,16 @@ def test_after_care_planned_before_an_evening_procedure_ends_goes_once_it_has_en
     schedule = schedule_for(enrolment, ENROLLED, ALWAYS_OPEN)
     # Not before the procedure has ended (it takes an hour).
     assert timeline(schedule)["anticoagulant-restart"] == "Thu 10 Dec 19:30"
+
+
+def test_after_care_with_no_slot_before_it_expires_still_waits_for_the_end() -> None:
+    # Enrolled at 6pm the evening before a 7am procedure; the window shuts at 6pm, so the
+    # dressing's 7pm slot and the next morning are both out. It goes as the procedure ends,
+    # never the evening before (found by the property tests).
+    enrolment = make_enrolment(on=date(2026, 12, 10), at=time(7, 0))
+    schedule = schedule_for(enrolment, utc(2026, 12, 9, 18), parse_sending_window("08:00-18:00"))
+    assert timeline(schedule)["dressing"] == "Thu 10 Dec 08:00"
+    assert all(r.send_at.utcoffset() == timedelta(0) for r in schedule.reminders)
 
 
 def test_a_procedure_time_that_does_not_exist_is_flagged() -> None:

@@ -249,9 +249,11 @@ def test_a_reschedule_plans_again_what_the_patient_had_for_the_old_date(
     )
     assert [r.is_correction for r in fasting] == [True, False]
     assert fasting[1].send_at == utc(2027, 1, 13, 18)
-    # The new date is confirmed now, and the day-before message goes before the new date.
-    assert sms["booking-confirmation"].send_at == utc(2026, 12, 9, 19, 30)
-    assert "Thursday 14 January" in words(config, sms["booking-confirmation"])
+    # The move is told now, from the old date to the new one (in place of confirming the
+    # booking again), and the day-before message goes before the new date.
+    assert "booking-confirmation" not in sms
+    assert sms["appointment-moved"].send_at == utc(2026, 12, 9, 19, 30)
+    assert "It is now on Thursday 14 January" in words(config, sms["appointment-moved"])
     assert sms["day-before"].send_at == utc(2027, 1, 13, 12)
 
 

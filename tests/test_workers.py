@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from reminders.interfaces.tasks import Queues
 from reminders.interfaces.web.app import create_app
+from reminders.services import accounts
 from reminders.settings import Settings
 from reminders.store import lifecycle, models
 from reminders.store.db import make_sessionmaker, session_scope
@@ -191,6 +192,50 @@ def test_a_same_day_enrolment_is_delivered_by_worker_and_beat(
     for message in texts:
         assert message["body"] not in output
         assert message["body"][:40] not in output
+
+
+def test_h1_a_booking_cancelled_after_a_stop_instruction_through_a_real_worker(
+    celery: Start, delivery_env: dict[str, str], fake_twilio: FakeTwilio,
+    factory: sessionmaker[Session],
+) -> None:  # fmt: skip
+    """Hazard H1 (docs/clinical-safety.md) end to end on the real clock: a booking system
+    enrols a patient told to stop warfarin, then cancels; worker and beat do the sending."""
+    day = (datetime.now(UTC) + timedelta(days=10)).date()
+    phone = "+447911100090"
+    celery("worker")
+    celery("beat")
+    app = create_app(Settings.from_env(delivery_env))
+    with TestClient(app) as api:
+        with session_scope(app.state.sessions) as session:
+            token = accounts.add_token(session, name="pas", now=datetime.now(UTC), actor="t")
+        api.headers["Authorization"] = f"Bearer {token.secret}"
+        created = api.post("/api/v1/enrolments", json={
+            "booking_ref": "BK-H1", "name": "Megan Price", "phone": phone,
+            "procedure": "sacroplasty", "date": day.isoformat(), "time": "09:30",
+            "anticoagulant": "warfarin", "anticoagulant_hold_days": 5,
+            "anticoagulant_restart_days": 0,
+        })  # fmt: skip
+        assert created.status_code == 201, created.text
+        told = lambda: [m["body"] for m in fake_twilio.messages_to(phone)]  # noqa: E731
+        wait_for(lambda: len(told()) == 2, timeout=60, what="the booking and the plan sent")
+        assert "stop warfarin" in told()[1]
+        cancelled = api.post(f"/api/v1/enrolments/{created.json()['id']}/cancel")
+        assert cancelled.status_code == 200, cancelled.text
+    wait_for(lambda: len(told()) == 3, timeout=60, what="the cancellation sent")
+    assert told()[2].startswith(
+        f"Hello Megan, your appointment on {day:%A} {day.day} {day:%B} at 9:30am has been "
+        "cancelled. You were asked to stop warfarin: our team will call you about when to "
+        "start it again."
+    )
+    with session_scope(factory) as session:
+        calls = session.scalars(
+            select(models.AttentionItem.message).where(models.AttentionItem.needs_call)
+        ).all()
+        pending = session.scalar(select(func.count()).where(models.Reminder.state == "scheduled"))
+    assert pending == 0
+    (call,) = calls
+    assert call.startswith("Urgent, a clinician must decide: the procedure on ")
+    assert "the patient was told to stop warfarin" in call
 
 
 def test_two_beats_at_once_send_each_reminder_once(

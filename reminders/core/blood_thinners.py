@@ -100,10 +100,10 @@ def _told(facts: Facts) -> str:
     if told is None:
         return "No message about stopping it reached the patient."
     return (
-        f"The patient was last told about it on {format_moment(told.at, facts.zone)} "
+        f"The patient was last told about it at {format_moment(told.at, facts.zone)} "
         f"('{facts.protocol.rule(told.rule).title}')."
         if told.rule in {rule.id for rule in facts.protocol.rules}
-        else f"The patient was last told about it on {format_moment(told.at, facts.zone)}."
+        else f"The patient was last told about it at {format_moment(told.at, facts.zone)}."
     )
 
 

@@ -148,11 +148,13 @@ SCHEMA: tuple[EnrolmentField, ...] = (
     ),
     EnrolmentField(
         "time", "Start time", parse_clock, on_enrolment("local_time"), kind=CLOCK,
-        hint="The patient's local time.", examples=("09:30",), need=Need.REQUIRED,
+        hint="On the unit's clock ({default_timezone}).", examples=("09:30",), need=Need.REQUIRED,
     ),
     EnrolmentField(
         "timezone", "Patient's time zone", parse_timezone, on_enrolment("timezone"), kind=ZONE,
-        hint="Leave blank for {default_timezone}.", examples=("Europe/London",), option="--tz",
+        hint="Where the patient will be: their messages keep their clock. Leave blank for "
+        "{default_timezone}.",
+        examples=("Europe/London",), option="--tz",
     ),
     EnrolmentField(
         "arrival", "Arrival time", parse_clock, on_enrolment("arrival"), kind=CLOCK,

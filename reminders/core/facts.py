@@ -15,6 +15,12 @@ from reminders.core.enrolment import Enrolment
 from reminders.core.medicines import NO_MEDICINES, Medicines
 from reminders.core.protocols import Moment, Protocol, Rule
 
+# The UK's zones (and their old names): a patient in any of them is at home to a UK unit.
+UK_ZONES = frozenset(
+    {"Europe/London", "Europe/Belfast", "Europe/Guernsey", "Europe/Isle_of_Man", "Europe/Jersey",
+     "GB", "GB-Eire"}
+)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Told:
@@ -63,6 +69,17 @@ class Facts:
     medicines_known: bool  # whether the unit keeps a medicines list to know it by
     history: History = field(default_factory=History)
     change: Change | None = None
+    # The unit's zone, whose clock the procedure's date and time are on; `zone` is the
+    # patient's, whose clock their messages keep and show.
+    unit_zone: ZoneInfo | None = None
+
+    @property
+    def away(self) -> bool:
+        """Whether the patient's zone is not the unit's: their times are labelled, and advice
+        that only works where the unit is (NHS 111, 999) is not given."""
+        if self.unit_zone is None or self.unit_zone.key == self.zone.key:
+            return False
+        return not {self.unit_zone.key, self.zone.key} <= UK_ZONES
 
     @property
     def sedation(self) -> bool:
@@ -146,11 +163,18 @@ def facts_for(
     history: History | None = None,
     medicines: Medicines = NO_MEDICINES,
     change: Change | None = None,
+    unit_zone: ZoneInfo | None = None,
 ) -> Facts:
+    """`unit_zone`: the clock the procedure's date and time are on, when it is not the
+    patient's (`enrolment.timezone`)."""
     history = history or History()
     zone = enrolment.timezone
-    starts_at = localize(enrolment.date, enrolment.time, zone)
-    arrival = localize(enrolment.date, enrolment.arrival, zone) if enrolment.arrival else starts_at
+    clock = unit_zone or zone
+    starts_at = localize(enrolment.date, enrolment.time, clock).astimezone(zone)
+    arrival = (
+        localize(enrolment.date, enrolment.arrival, clock).astimezone(zone)
+        if enrolment.arrival else starts_at
+    )  # fmt: skip
     anaesthesia = anaesthesia_of(protocol, enrolment)
     told = history.has(hold_rules(protocol))
     status = anticoagulant_status(enrolment, told)
@@ -180,5 +204,5 @@ def facts_for(
     medicine = medicines.medicine(enrolment.anticoagulant) if enrolment.anticoagulant else None
     return Facts(
         protocol, enrolment, zone, starts_at, anchors, anaesthesia, status, medicine,
-        bool(medicines.names), history, change,
+        bool(medicines.names), history, change, unit_zone,
     )  # fmt: skip

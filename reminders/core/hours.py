@@ -54,15 +54,18 @@ def unit_opens(instant: datetime, unit: Unit) -> datetime:
     raise ValueError(f"{unit.name} is never open: check open_days and open_hours")
 
 
-def call_us(instant: datetime, unit: Unit, zone: ZoneInfo) -> str:
+def call_us(
+    instant: datetime, unit: Unit, zone: ZoneInfo, *, phone: str | None = None, label: str = ""
+) -> str:
     """How a message sent at `instant` asks the patient to phone: when, if the unit is shut.
-    `zone` is the patient's, for the day and time shown."""
+    `zone` is the patient's, for the day and time shown (with `label` after the time);
+    `phone`, the number as they dial it."""
+    phone = phone or unit.phone
     if unit_open(instant, unit):
-        return f"call us on {unit.phone}"
+        return f"call us on {phone}"
     opens = unit_opens(instant, unit).astimezone(zone)
-    return (
-        f"call us on {unit.phone} from {format_clock(opens.time())} on {format_day(opens.date())}"
-    )
+    when = f"{format_clock(opens.time())}{label} on {format_day(opens.date())}"
+    return f"call us on {phone} from {when}"
 
 
 def shut_at(start: datetime, unit: Unit) -> str | None:

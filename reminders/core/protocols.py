@@ -230,6 +230,17 @@ class Protocol(_Strict):
             raise ValueError(f"give hours or minutes, such as 1h or 45m (got {value})")
         return offset
 
+    @model_validator(mode="after")
+    def _red_flags_for_after_care(self) -> Protocol:
+        # Hazard H9: every after-care message says what to do about the leaflet's warning
+        # signs, so a procedure with after-care must name them.
+        if self.red_flags is None and any(rule.phase == "after" for rule in self.rules):
+            raise ValueError(
+                "field 'red_flags': a procedure with after-care must list its leaflet's warning "
+                "signs (such as: a fever, or a red or leaking wound)"
+            )
+        return self
+
     def rule(self, rule_id: str) -> Rule:
         for rule in self.rules:
             if rule.id == rule_id:

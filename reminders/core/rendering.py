@@ -15,14 +15,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import phonenumbers
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, meta
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
 from reminders.core import sms
 from reminders.core.clock import format_clock, format_day, format_moment
-from reminders.core.facts import Facts
+from reminders.core.facts import UK_ZONES, Facts
 from reminders.core.hours import call_us, gp_open, unit_open
 from reminders.core.protocols import Unit
 from reminders.core.schedule import PlannedReminder
@@ -35,7 +37,8 @@ PARTS = {"sms": (SMS_PART,), "email": EMAIL_PARTS}
 # addressed): a correction is owed when anything else a template shows has changed.
 _VOLATILE = frozenset(
     {"send_day", "gp_open", "unit_open", "call_us", "same_day", "procedure_when", "unit",
-     "name", "first_name", "restart_when", "may_have_stopped"}
+     "name", "first_name", "restart_when", "may_have_stopped", "unit_phone", "zone_label",
+     "in_uk", "out_of_hours", "emergency"}
 )  # fmt: skip
 _SUBDIVISIONS = {"england-and-wales": "ENG", "scotland": "SCT", "northern-ireland": "NIR"}
 
@@ -47,8 +50,30 @@ ANAESTHETIC = {
 }
 
 
+def zone_name(zone: ZoneInfo) -> str:
+    """A zone as a patient names it: `New York` for America/New_York."""
+    return zone.key.rsplit("/", 1)[-1].replace("_", " ")
+
+
+def international(phone: str) -> str:
+    """The unit's number as dialled from abroad (`+44 20 7946 0000`), if it can be read."""
+    try:
+        number = phonenumbers.parse(phone, "GB")
+    except phonenumbers.NumberParseException:
+        return phone
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+
+
 class RenderError(ValueError):
     """A template cannot produce a message; the text says which template and why."""
+
+
+class TooLong(RenderError):
+    """A text over the segment limit: the template's own fault, or a patient's long name."""
+
+    def __init__(self, message: str, segments: int) -> None:
+        super().__init__(message)
+        self.segments = segments
 
 
 @dataclass(frozen=True)
@@ -76,7 +101,9 @@ def template_context(
     context["gp_open"] = gp_open(send_at, unit)
     context["unit_open"] = unit_open(send_at, unit)
     # "Call us" said with when, if the message goes while no one answers.
-    context["call_us"] = call_us(send_at, unit, zone)
+    context["call_us"] = call_us(
+        send_at, unit, zone, phone=context["unit_phone"], label=context["zone_label"]
+    )
     procedure_day = facts.starts_at.astimezone(zone).date()
     context["same_day"] = sent.date() == procedure_day
     days = (sent.date() - procedure_day).days
@@ -105,14 +132,23 @@ def enrolment_context(facts: Facts, unit: Unit) -> dict[str, Any]:
     enrolment, zone = facts.enrolment, facts.zone
     start = facts.starts_at.astimezone(zone)
     arrival = facts.anchors["arrival"].astimezone(zone)
+    # A patient away from the unit's zone reads every time on their own clock, labelled, the
+    # unit's number as dialled from abroad, and no advice that only works in the UK.
+    label = f" ({zone_name(zone)} time)" if facts.away else ""
+    in_uk = not facts.away or zone.key in UK_ZONES  # the unit is the NHS's
     context: dict[str, Any] = {
+        "zone_label": label,
+        "in_uk": in_uk,
+        "out_of_hours": "NHS 111" if in_uk else "a local doctor",
+        "emergency": "999" if in_uk else "local emergency services",
+        "unit_phone": international(unit.phone) if facts.away else unit.phone,
         "name": enrolment.name,
         "first_name": enrolment.name.split()[0],
         "procedure_name": facts.protocol.name,
         "procedure_day": format_day(start.date()),
-        "procedure_time": format_clock(start.time()),
+        "procedure_time": format_clock(start.time()) + label,
         "arrival_day": format_day(arrival.date()),
-        "arrival_time": format_clock(arrival.time()),
+        "arrival_time": format_clock(arrival.time()) + label,
         "has_arrival": enrolment.arrival is not None,
         "anaesthesia": facts.anaesthesia,
         "anaesthetic": ANAESTHETIC[facts.anaesthesia],
@@ -124,13 +160,14 @@ def enrolment_context(facts: Facts, unit: Unit) -> dict[str, Any]:
     if facts.sedation:
         # The after-effects last 24 hours from the end: an after-care message sent sooner
         # must not say "normal activities today".
-        context["after_effects_until"] = format_moment(facts.ends_at + timedelta(hours=24), zone)
+        ends = facts.ends_at + timedelta(hours=24)
+        context["after_effects_until"] = format_moment(ends, zone) + label
     if facts.protocol.red_flags:
         context["red_flags"] = facts.protocol.red_flags
     if facts.change is not None and facts.change.previous_start is not None:
         before = facts.change.previous_start.astimezone(zone)
         context["previous_day"] = format_day(before.date())
-        context["previous_time"] = format_clock(before.time())
+        context["previous_time"] = format_clock(before.time()) + label
     if enrolment.joint:
         context["joint"] = enrolment.joint
     if facts.anticoagulant != "none":
@@ -151,8 +188,8 @@ def enrolment_context(facts: Facts, unit: Unit) -> dict[str, Any]:
         food = facts.anchors["food-stop"].astimezone(zone)
         liquids = facts.anchors["liquids-stop"].astimezone(zone)
         context.update(
-            no_food_when=format_moment(food, zone),
-            no_liquids_when=format_moment(liquids, zone),
+            no_food_when=format_moment(food, zone) + label,
+            no_liquids_when=format_moment(liquids, zone) + label,
             no_food_after=format_clock(food.time()),
             no_food_day=format_day(food.date()),
             no_liquids_after=format_clock(liquids.time()),
@@ -309,10 +346,11 @@ class Renderer:
             text = sms.to_gsm7(self._render(f"{language}/{template}/{SMS_PART}", context))
             count = sms.segments(text)
             if count > sms.MAX_SEGMENTS:
-                raise RenderError(
+                raise TooLong(
                     f"{language}/{template}/{SMS_PART}: the text takes {count} SMS segments "
                     f"({sms.septets(text)} characters); the limit is {sms.MAX_SEGMENTS}. "
-                    "Shorten it."
+                    "Shorten it.",
+                    count,
                 )
             return Message("sms", text, None, None, version, language, count)
         subject = " ".join(self._render(f"{language}/{template}/subject.txt", context).split())

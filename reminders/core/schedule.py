@@ -115,12 +115,13 @@ def _place(
 ) -> tuple[datetime | None, str | None]:
     """The final send time, or None with the reason staff should hear (None when silent)."""
     zone = facts.zone
-    if rule.phase == "after" and timing.send_at < facts.ends_at:
+    ends_at = facts.ends_at.astimezone(UTC)
+    if rule.phase == "after" and timing.send_at < ends_at:
         # After-care planned for before the procedure is over (a dressing "this evening" at 7pm
         # after a late list) goes once it has ended instead.
-        timing = Timing(facts.ends_at, max(timing.deadline, facts.ends_at), timing.expires)
+        timing = Timing(ends_at, max(timing.deadline, ends_at), timing.expires)
     at = _fit_window(timing.send_at, rule, timing, window, zone)
-    if at is not None and rule.phase == "after" and at < facts.ends_at:
+    if at is not None and rule.phase == "after" and at < ends_at:
         # Moved earlier into the window, but after-care cannot go before the procedure ends.
         at = next_opening(timing.send_at, window, zone)
         if at >= timing.expires:
@@ -137,7 +138,9 @@ def _place(
         return None, None
     if rule.late == "warn":
         return None, too_late
-    soonest = now if rule.quiet_hours == "send" else next_opening(now, window, zone)
+    soonest = max(now, ends_at) if rule.phase == "after" else now
+    if rule.quiet_hours != "send":
+        soonest = next_opening(soonest, window, zone)
     if soonest >= timing.expires:
         return None, too_late
     if soonest > timing.deadline and rule.safety_critical:
@@ -159,6 +162,7 @@ def compute_schedule(
     history: History | None = None,
     medicines: Medicines = NO_MEDICINES,
     unit: Unit | None = None,
+    unit_zone: ZoneInfo | None = None,
 ) -> Schedule:
     """Every reminder still to send for `enrolment`, as of `now`; with `unit`, a warning when
     the procedure is booked while the unit is shut.
@@ -173,8 +177,9 @@ def compute_schedule(
         raise ValueError("now must be an aware datetime")
     now = now.astimezone(UTC)
     facts = facts_for(
-        protocol, enrolment, enrolment.enrolled_at or now, history=history, medicines=medicines
-    )
+        protocol, enrolment, enrolment.enrolled_at or now, history=history, medicines=medicines,
+        unit_zone=unit_zone,
+    )  # fmt: skip
     schedule = Schedule(facts)
     conditions = facts.conditions
     notes = plan_notes(facts, now)
@@ -213,13 +218,22 @@ def compute_schedule(
             f"The procedure is booked when the unit is shut: {shut}. Please check the date and "
             "time; messages asking the patient to call say when the unit opens."
         )
-    shown = facts.starts_at.astimezone(facts.zone)
+    clock = facts.unit_zone or facts.zone  # the procedure's date and time are on this clock
+    shown = facts.starts_at.astimezone(clock)
     if (shown.date(), shown.time()) != (enrolment.date, enrolment.time):
         schedule.warnings.append(
             f"The procedure time {enrolment.time:%H:%M} does not exist on "
-            f"{format_day(enrolment.date)} in {facts.zone.key}, as the clocks go forward; "
-            f"reminders take it as {format_moment(facts.starts_at, facts.zone)}. "
+            f"{format_day(enrolment.date)} in {clock.key}, as the clocks go forward; "
+            f"reminders take it as {format_moment(facts.starts_at, clock)}. "
             "Please check the time."
+        )
+    if facts.away:
+        schedule.warnings.append(
+            f"The patient's time zone ({facts.zone.key}) is not the unit's ({clock.key}): the "
+            f"procedure is at {format_moment(facts.starts_at, clock)} on the unit's clock, "
+            f"{format_moment(facts.starts_at, facts.zone)} on theirs. Their messages show "
+            "times on their clock, labelled, the unit's number as dialled from abroad, and no "
+            "UK-only advice (NHS 111, GP, 999). Please check this is right."
         )
     for rule in protocol.rules:
         if rule.id in placed and all(r in placed for r in rule.requires):
@@ -333,13 +347,14 @@ def plan_notices(
     *,
     history: History | None = None,
     medicines: Medicines = NO_MEDICINES,
+    unit_zone: ZoneInfo | None = None,
 ) -> Schedule:
     """The notices a booking change sends (rules with `phase: notice` and `on` the change):
     what moved from when to when, or that it is cancelled, sent as soon as the rule allows."""
     now = change.at.astimezone(UTC)
     facts = facts_for(
         protocol, enrolment, enrolment.enrolled_at or now, history=history,
-        medicines=medicines, change=change,
+        medicines=medicines, change=change, unit_zone=unit_zone,
     )  # fmt: skip
     schedule = Schedule(facts)
     for rule in protocol.rules:

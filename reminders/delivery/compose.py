@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
 from reminders.config import Config
 from reminders.core import ics, unsubscribe
@@ -46,7 +45,7 @@ def outgoing(
     change = change_of(reminder)
     cancelled = change is not None and change.event == "cancelled"
     if reminder.send_at < enrolment.starts_at or cancelled:
-        zone = ZoneInfo(enrolment.timezone)
+        zone = config.zone  # the procedure's date and times are on the unit's clock
         calendar = ics.appointment(
             enrolment_id=enrolment.id,
             version=enrolment.schedule_version,

@@ -134,9 +134,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     if not fields.get("phone") and not fields.get("email"):
         # Show both channels when staff have not said how the patient will be reached.
         fields.update(phone=SAMPLE_PHONE, email=SAMPLE_EMAIL)
-    enrolment = parse_fields(
-        fields, protocols=config.protocols, default_timezone=config.settings.timezone
-    )
+    enrolment = parse_fields(fields, protocols=config.protocols, default_timezone=config.zone)
     result = preview(config, enrolment, parse_now(args.now))
     if args.json:
         print(json.dumps(result.as_json(), indent=2, ensure_ascii=False))
@@ -163,9 +161,7 @@ def cmd_enrol(args: argparse.Namespace) -> int:
 
     config = Config.load()
     fields = _enrolment_fields(args)
-    enrolment = parse_fields(
-        fields, protocols=config.protocols, default_timezone=config.settings.timezone
-    )
+    enrolment = parse_fields(fields, protocols=config.protocols, default_timezone=config.zone)
     url = config.settings.database_url
     check_current(url)
     engine = make_engine(url)

@@ -35,11 +35,16 @@ _PLANS: tuple[tuple[str | None, int | None, int | None], ...] = (
 )
 
 
+# The unit's zone, and a patient abroad with a long zone name: their times are labelled, and
+# the texts must still fit.
+_ZONES = (ZoneInfo("Europe/London"), ZoneInfo("America/Argentina/Buenos_Aires"))
+
+
 def sample_enrolments(protocol: Protocol, language: str) -> Iterator[Enrolment]:
     """Enrolments covering every combination of facts a rule's `when` can test."""
     joints: tuple[str | None, ...] = (None, *protocol.joints)
-    for sedation, plan, arrival, joint in itertools.product(
-        (True, False, None), _PLANS, (None, time(8, 30)), joints
+    for sedation, plan, arrival, joint, zone in itertools.product(
+        (True, False, None), _PLANS, (None, time(8, 30)), joints, _ZONES
     ):
         drug, hold, restart = plan
         yield Enrolment(
@@ -47,7 +52,7 @@ def sample_enrolments(protocol: Protocol, language: str) -> Iterator[Enrolment]:
             procedure=protocol.procedure,
             date=date(2026, 12, 10),
             time=time(9, 30),
-            timezone=ZoneInfo("Europe/London"),
+            timezone=zone,
             booking_ref="CHECK-1",
             phone=SAMPLE_PHONE,
             email=SAMPLE_EMAIL,
@@ -108,6 +113,7 @@ def check(config: Config) -> list[str]:
                 facts = facts_for(
                     protocol, enrolment, enrolment.enrolled_at or datetime.now(UTC),
                     history=history, medicines=config.medicines, change=change,
+                    unit_zone=config.zone,
                 )  # fmt: skip
                 problems |= checker.rules(protocol, facts, language)
     return sorted(problems)

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -26,6 +29,8 @@ from reminders.core.blood_thinners import (
 from reminders.core.clock import localize
 from reminders.core.enrolment import SCHEMA, Enrolment
 from reminders.core.facts import Change
+from reminders.core.rendering import RenderError, TooLong
+from reminders.core.sms import MAX_SEGMENTS
 from reminders.services.planning import (
     Replanned,
     add_notices,
@@ -51,6 +56,27 @@ class EnrolmentClosed(EnrolmentRefused):
 class EnrolmentConflict(EnrolmentRefused):
     """Another request enrolled the same new booking reference at the same moment; sent again,
     the request updates that enrolment."""
+
+
+@contextmanager
+def writable() -> Iterator[None]:
+    """Refuse, while staff are still at the form, a plan with a message that cannot be written:
+    the patient would otherwise miss it (hazard H15). A long name or medicine can make a text
+    too long to send; a template broken since the last `reminders check`, any message."""
+    try:
+        yield
+    except TooLong as exc:
+        raise EnrolmentRefused(
+            f"name, anticoagulant: a text to this patient would take {exc.segments} SMS "
+            f"messages, more than the {MAX_SEGMENTS} we send; shorten the name (only the "
+            "first name is used) or the medicine's name"
+        ) from None
+    except RenderError as exc:
+        raise EnrolmentRefused(unwritable(exc)) from None
+
+
+def unwritable(exc: RenderError) -> str:
+    return f"a message for this patient could not be written ({exc})"
 
 
 @dataclass
@@ -108,9 +134,10 @@ def _check_plan(
     )  # fmt: skip
 
 
-def future_start(enrolment: Enrolment, now: datetime) -> datetime:
-    """When the procedure starts, in UTC; refused if that has already passed."""
-    starts_at = localize(enrolment.date, enrolment.time, enrolment.timezone).astimezone(UTC)
+def future_start(enrolment: Enrolment, now: datetime, zone: ZoneInfo) -> datetime:
+    """When the procedure starts, in UTC, its date and time being on the unit's clock
+    (`zone`); refused if that has already passed."""
+    starts_at = localize(enrolment.date, enrolment.time, zone).astimezone(UTC)
     if starts_at <= now:
         raise EnrolmentRefused("date, time: the procedure time has already passed")
     return starts_at
@@ -122,7 +149,7 @@ def enrol(
     """Enrol a patient, or update the enrolment with the same booking reference."""
     ref = enrolment.booking_ref or new_booking_ref(now)
     enrolment = enrolment.with_changes(booking_ref=ref)
-    starts_at = future_start(enrolment, now)
+    starts_at = future_start(enrolment, now, config.zone)
     row = session.scalar(
         select(models.Enrolment).where(models.Enrolment.booking_ref == ref).with_for_update()
     )
@@ -146,7 +173,8 @@ def enrol(
             f"booking_ref: {ref} was enrolled at the same moment by someone else; try again"
         ) from None
     _check_plan(session, config, row, actor, now)
-    replanned = replan(session, config, row, now)
+    with writable():
+        replanned = replan(session, config, row, now)
     _tell_staff(session, row, replanned, [], now)
     journal.audit(
         session, actor, "enrol", now=now, enrolment_id=row.id, booking_ref=ref,
@@ -199,9 +227,11 @@ def _update(
     _store_fields(row, after, starts_at)
     row.schedule_version += 1
     _check_plan(session, config, row, actor, now)
-    replanned = replan(session, config, row, now)
-    if moved:
-        add_notices(session, config, row, Change("moved", now, previous_start=previous_start))
+    with writable():
+        replanned = replan(session, config, row, now, moved=moved)
+        if moved:
+            change = Change("moved", now, previous_start=previous_start)
+            add_notices(session, config, row, change)
     _tell_staff(session, row, replanned, calls, now)
     action = "reschedule" if moved else "update"
     journal.audit(
@@ -235,7 +265,7 @@ def reschedule(
     """Move the procedure; every pending reminder follows, and corrections go where needed."""
     session.refresh(row, with_for_update=True)
     enrolment = as_enrolment(row).with_changes(date=date, time=time)
-    starts_at = localize(date, time, enrolment.timezone).astimezone(UTC)
+    starts_at = localize(date, time, config.zone).astimezone(UTC)
     if starts_at <= now:
         raise EnrolmentRefused("date, time: the new procedure time has already passed")
     return _update(session, config, row, enrolment, starts_at, now=now, actor=actor)
@@ -261,7 +291,12 @@ def cancel(
     expire(session, ending)
     row.status = models.ENROLMENT_CANCELLED
     row.ended_at = now
-    add_notices(session, config, row, Change("cancelled", now))
+    try:
+        add_notices(session, config, row, Change("cancelled", now))
+    except RenderError as exc:
+        # The cancellation stands: a patient not told of it by message is told by phone.
+        message = f"Tell the patient the procedure is cancelled: {unwritable(exc)}."
+        journal.note(session, "correction", message, now=now, enrolment_id=row.id)
     for message in calls:
         journal.note(session, "blood-thinner", message, now=now, enrolment_id=row.id)
     journal.audit(session, actor, "cancel", now=now, enrolment_id=row.id)

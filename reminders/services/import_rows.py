@@ -13,7 +13,7 @@ from datetime import datetime
 from reminders.config import Config
 from reminders.core.blood_thinners import below_minimum
 from reminders.core.enrolment import Enrolment, InvalidEnrolment, parse_fields
-from reminders.core.rendering import RenderError, enrolment_context
+from reminders.core.rendering import enrolment_context
 from reminders.core.schedule import compute_schedule
 from reminders.services import enrolments, planning
 from reminders.settings import Settings
@@ -29,7 +29,7 @@ def check_row(config: Config, values: dict[str, str], stored: bool, now: datetim
         enrolment = parse_fields(
             values,
             protocols=config.protocols,
-            default_timezone=config.settings.timezone,
+            default_timezone=config.zone,
             require_booking_ref=True,
         )
     except InvalidEnrolment as exc:
@@ -44,22 +44,21 @@ def plan_new(config: Config, enrolment: Enrolment, now: datetime) -> Checked:
     enrolment = enrolment.with_changes(enrolled_at=now)
     protocol = config.protocols[enrolment.procedure]
     try:
-        starts_at = enrolments.future_start(enrolment, now)
+        starts_at = enrolments.future_start(enrolment, now, config.zone)
         schedule = compute_schedule(
             protocol, enrolment, now, config.window, medicines=config.medicines,
-            unit=config.unit,
+            unit=config.unit, unit_zone=config.zone,
         )  # fmt: skip
         if below_minimum(schedule.facts) is not None:
             return enrolment
-        shared = enrolment_context(schedule.facts, config.renderer.unit)
-        reminders = [
-            planning.reminder_values(config, schedule, planned, 1, shared)
-            for planned in schedule.reminders
-        ]
+        with enrolments.writable():
+            shared = enrolment_context(schedule.facts, config.renderer.unit)
+            reminders = [
+                planning.reminder_values(config, schedule, planned, 1, shared)
+                for planned in schedule.reminders
+            ]
     except enrolments.EnrolmentRefused as exc:
         return str(exc)
-    except RenderError as exc:
-        return unwritable(exc)
     return Planned(
         enrolment, starts_at, reminders, list(dict.fromkeys(schedule.warnings)),
         list(dict.fromkeys(schedule.calls)),
@@ -126,7 +125,3 @@ class Planner:
         except Exception as exc:  # raised where a worker's would be: when the batch lands
             done.set_exception(exc)
         return done
-
-
-def unwritable(exc: RenderError) -> str:
-    return f"a message for this patient could not be written ({exc})"

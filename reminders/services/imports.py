@@ -29,10 +29,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from reminders.config import Config
 from reminders.core.enrolment import Enrolment
-from reminders.core.rendering import RenderError
 from reminders.services import enrolments
 from reminders.services.csvfile import CsvFile, open_csv
-from reminders.services.import_rows import Checked, Planner, unwritable
+from reminders.services.import_rows import Checked, Planner
 from reminders.store import models
 from reminders.store.bulk import Planned, insert_new
 
@@ -306,9 +305,6 @@ def _land_one(
             result = enrolments.enrol(session, config, enrolment, now=now, actor=actor)
     except enrolments.EnrolmentRefused as exc:
         outcome.refusals.append(row.refusal(str(exc)))
-        return
-    except RenderError as exc:
-        outcome.refusals.append(row.refusal(unwritable(exc)))
         return
     if result.created:
         outcome.created += 1

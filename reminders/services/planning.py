@@ -54,7 +54,7 @@ def facts_of(
     return facts_for(
         config.protocols[row.procedure], as_enrolment(row), row.enrolled_at,
         history=history_of(row.reminders) if history is None else history,
-        medicines=config.medicines, change=change,
+        medicines=config.medicines, change=change, unit_zone=config.zone,
     )  # fmt: skip
 
 
@@ -136,22 +136,37 @@ class Replanned:
     calls: list[str] = field(default_factory=list)  # for the call list
 
 
-def replan(session: Session, config: Config, row: models.Enrolment, now: datetime) -> Replanned:
+def replan(
+    session: Session, config: Config, row: models.Enrolment, now: datetime, *,
+    moved: bool = False,
+) -> Replanned:  # fmt: skip
     """Recompute every pending reminder; what was sent stays as history, and pending notices
-    of a change go on (they say what the patient must hear whatever else is replanned)."""
+    of a change go on (they say what the patient must hear whatever else is replanned).
+    `moved`: the procedure moved and its notice says so, so what was sent at booking (the
+    confirmation) is not sent again as well."""
     protocol = config.protocols[row.procedure]
     enrolment = as_enrolment(row)
     history = history_of(row.reminders)
     sent = {(told.rule, told.channel): told.fingerprint for told in history.told}  # latest wins
     facts = facts_for(
-        protocol, enrolment, row.enrolled_at, history=history, medicines=config.medicines
-    )
+        protocol, enrolment, row.enrolled_at, history=history, medicines=config.medicines,
+        unit_zone=config.zone,
+    )  # fmt: skip
     review = review_sent(
         protocol,
         facts,
         sent,
         lambda rule, channel: config.renderer.fingerprint(rule.template, channel, facts, now),
     )
+    unchanged = list(review.unchanged)
+    if moved:
+        told = {pair for pair in sent if pair not in review.corrected}
+        unchanged += [
+            pair for pair in told
+            if pair not in unchanged and pair[0] in {r.id for r in protocol.rules}
+            and protocol.rule(pair[0]).send.anchor == "booking"
+            and protocol.rule(pair[0]).correction is None
+        ]  # fmt: skip
     withdrawn = review.withdrawn
     if facts.anticoagulant == "replan":
         # A withdrawn blood-thinner plan is the call list's business (blood_thinners.moved_call),
@@ -159,9 +174,9 @@ def replan(session: Session, config: Config, row: models.Enrolment, now: datetim
         stop_rules = set(hold_rules(protocol))
         withdrawn = [pair for pair in withdrawn if pair[0] not in stop_rules]
     schedule = compute_schedule(
-        protocol, enrolment, now, config.window, delivered=review.unchanged,
+        protocol, enrolment, now, config.window, delivered=unchanged,
         corrected=review.corrected, history=history, medicines=config.medicines,
-        unit=config.unit,
+        unit=config.unit, unit_zone=config.zone,
     )  # fmt: skip
     corrections = plan_corrections(
         protocol, facts, [*review.corrected, *withdrawn], now, config.window,
@@ -220,7 +235,7 @@ def add_notices(
     protocol = config.protocols[row.procedure]
     schedule = plan_notices(
         protocol, as_enrolment(row), change, config.window, history=history_of(row.reminders),
-        medicines=config.medicines,
+        medicines=config.medicines, unit_zone=config.zone,
     )  # fmt: skip
     added = [
         models.Reminder(**reminder_values(config, schedule, planned, row.schedule_version))

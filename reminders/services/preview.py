@@ -12,6 +12,7 @@ from reminders.core.enrolment import Enrolment
 from reminders.core.facts import History, Told, facts_for
 from reminders.core.rendering import Message
 from reminders.core.schedule import PlannedReminder, Schedule, compute_schedule
+from reminders.services.enrolments import writable
 
 
 @dataclass(frozen=True)
@@ -73,18 +74,21 @@ class Preview:
 
 def preview(config: Config, enrolment: Enrolment, now: datetime) -> Preview:
     """Every message the patient would get, as it would read when it goes: each written as if
-    the ones before it had reached the patient (a restart follows the stop instruction)."""
+    the ones before it had reached the patient (a restart follows the stop instruction).
+    Raises EnrolmentRefused for a message that cannot be written."""
     protocol = config.protocols[enrolment.procedure]
     schedule = compute_schedule(
-        protocol, enrolment, now, config.window, medicines=config.medicines, unit=config.unit
-    )
+        protocol, enrolment, now, config.window, medicines=config.medicines, unit=config.unit,
+        unit_zone=config.zone,
+    )  # fmt: skip
     items = []
     told: list[Told] = []
     for reminder in schedule.reminders:
         facts = facts_for(
             protocol, enrolment, enrolment.enrolled_at or now, history=History(tuple(told)),
-            medicines=config.medicines,
+            medicines=config.medicines, unit_zone=config.zone,
         )  # fmt: skip
-        items.append(PreviewItem(reminder, config.renderer.render(reminder, facts)))
+        with writable():  # refused as enrolling it would be
+            items.append(PreviewItem(reminder, config.renderer.render(reminder, facts)))
         told.append(Told(reminder.rule, reminder.channel, reminder.send_at, None))
     return Preview(schedule, items)

@@ -129,7 +129,7 @@ def _parse(config: Config, values: Mapping[str, str | None]) -> Enrolment:
     return parse_fields(
         values,
         protocols=config.protocols,
-        default_timezone=config.settings.timezone,
+        default_timezone=config.zone,
         require_booking_ref=True,
     )
 

@@ -60,7 +60,7 @@ def upcoming(
     request: Request, user: StaffUser, session: DbSession, config: AppConfig, now: Now,
     start: str = "",
 ) -> Response:  # fmt: skip
-    zone = config.settings.timezone
+    zone = config.zone
     try:
         first = parse_date(start) if start else now.astimezone(zone).date()
     except ValueError:  # an edited address: show this week rather than an error
@@ -130,7 +130,7 @@ def _enrol_page(
         request, "enrol.html", fields=[spec for spec in SCHEMA if spec.on_form],
         options=_options(config),
         required=required_fields(from_system=False), values=values, errors=errors or {},
-        preview=result, existing=existing, default_timezone=config.settings.timezone.key,
+        preview=result, existing=existing, default_timezone=config.zone.key,
         status_code=status_code,
     )  # fmt: skip
 
@@ -153,13 +153,11 @@ def _preview_or_errors(
     session: DbSession, config: Config, values: dict[str, str], now: datetime
 ) -> tuple[Any, dict[str, str], models.Enrolment | None]:
     try:
-        enrolment = parse_fields(
-            values, protocols=config.protocols, default_timezone=config.settings.timezone
-        )
+        enrolment = parse_fields(values, protocols=config.protocols, default_timezone=config.zone)
     except InvalidEnrolment as error:
         return None, _problems(error), None
     try:
-        enrolments.future_start(enrolment, now)
+        enrolments.future_start(enrolment, now, config.zone)
     except enrolments.EnrolmentRefused as error:
         return None, {"date": str(error).partition(": ")[2]}, None
     existing = None
@@ -167,7 +165,10 @@ def _preview_or_errors(
         existing = session.scalar(
             select(models.Enrolment).where(models.Enrolment.booking_ref == enrolment.booking_ref)
         )
-    return preview(config, enrolment, now), {}, existing
+    try:
+        return preview(config, enrolment, now), {}, existing
+    except enrolments.EnrolmentRefused as error:
+        return None, {"": str(error)}, existing
 
 
 @router.post("/enrol/preview", response_class=HTMLResponse)
@@ -198,6 +199,7 @@ def enrol(
     try:
         saved = enrolments.enrol(session, config, enrolment, now=now, actor=user.email)
     except enrolments.EnrolmentRefused as exc:
+        session.rollback()  # nothing of a refused enrolment is kept
         return _enrol_page(
             request, config, values=values, errors={"": str(exc)}, result=result,
             existing=existing, status_code=422,
@@ -255,6 +257,7 @@ def reschedule(
             session, config, row, date=new_date, time=new_time, now=now, actor=user.email
         )
     except ValueError as exc:  # a bad date or time, or a refused reschedule
+        session.rollback()  # nothing of a refused move is kept
         flash(request, f"Not moved: {exc}", "warning")
         return RedirectResponse(here, status_code=303)
     if result.rescheduled:
