@@ -54,8 +54,9 @@ def install_chromium() -> str:
     if os.geteuid() != 0:
         return "no Chromium on PATH; install it with: sudo apt-get install chromium"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium",
-               "chromium-l10n"]  # fmt: skip
+    # Several test processes may get here at once: the later ones wait for dpkg's lock.
+    install = ["apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y", "-q",
+               "--no-install-recommends", "chromium", "chromium-l10n"]  # fmt: skip
     if subprocess.run(install, env=env, capture_output=True).returncode != 0:
         # A fresh image often has no package lists yet.
         subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)

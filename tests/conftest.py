@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import profiles  # noqa: F401  (loads the Hypothesis profile before any test module)
 import pytest
 from fakes.smtp import FakeSmtp
 from fakes.twilio import FakeTwilio

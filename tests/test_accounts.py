@@ -36,6 +36,9 @@ def env(tmp_path: Path) -> dict[str, str]:
     }
 
 
+pytestmark = pytest.mark.slow  # each test runs the `reminders` command as a process
+
+
 def run(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(SCRIPT), *args], env=env, cwd=env["HOME"], input=stdin,

@@ -12,6 +12,7 @@ import pytest
 import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
+from profiles import examples
 from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
@@ -24,6 +25,8 @@ from reminders.services import accounts
 from reminders.settings import Settings
 from reminders.store.db import session_scope
 from reminders.store.migrate import upgrade
+
+pytestmark = pytest.mark.slow  # a fuzzer: a hundred requests and more per operation
 
 
 def make_app(database_url: str) -> FastAPI:
@@ -61,7 +64,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Api:
 
 
 @settings(
-    max_examples=100,
+    max_examples=examples(100),
     derandomize=True,  # the same cases on every run, so CI does not fail by luck
     deadline=None,
     database=None,

@@ -26,6 +26,8 @@ from reminders.settings import Settings
 from reminders.store.db import make_engine, make_sessionmaker
 from reminders.store.migrate import upgrade
 
+pytestmark = pytest.mark.browser  # headless Chromium against a live server
+
 # A CI machine busy with other tests can take seconds over a page; waiting longer costs nothing
 # when the page is quick.
 expect.set_options(timeout=20_000)

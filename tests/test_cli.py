@@ -30,6 +30,9 @@ def env(tmp_path: Path) -> dict[str, str]:
     }
 
 
+pytestmark = pytest.mark.slow  # each test runs the `reminders` command as a process
+
+
 def run(
     env: dict[str, str], *args: str, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from factories import ALWAYS_OPEN, DEFAULT_WINDOW, shipped_protocols
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from profiles import examples
 
 from reminders.core.clock import SendingWindow, in_window, localize, parse_sending_window
 from reminders.core.enrolment import Enrolment
@@ -260,7 +261,7 @@ SPRING_FORWARD_FASTING = london_case(
 )
 
 
-@settings(max_examples=4000, deadline=None)
+@settings(max_examples=examples(4000))
 @given(cases())
 @example(SPRING_FORWARD_FASTING)
 @example(REPEATED_HOUR_BOOKING)
@@ -283,7 +284,7 @@ def test_schedule_invariants_hold_in_every_zone(case: Case) -> None:
     assert again.warnings == schedule.warnings, f"two runs warned differently; {case}"
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500))
 @given(cases(windows=st.just(DEFAULT_WINDOW), now_to=timedelta(days=-3)))
 def test_quiet_hours_never_push_a_reminder_past_its_deadline(case: Case) -> None:
     """Enrolled three or more days ahead, there is always an earlier slot in the window, so
@@ -292,7 +293,7 @@ def test_quiet_hours_never_push_a_reminder_past_its_deadline(case: Case) -> None
         assert r.send_at <= r.deadline, f"sent after its deadline: {describe(case, r)}"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300))
 @given(cases())
 def test_fasting_times_are_elapsed_hours_before_arrival(case: Case) -> None:
     """'No food for 6 hours' is six real hours, even across a clock change."""
@@ -310,7 +311,7 @@ def test_fasting_times_are_elapsed_hours_before_arrival(case: Case) -> None:
 # --- found by these properties; the reproducers stay as explicit examples ------------------
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300))
 @given(cases(windows=st.just(ALWAYS_OPEN)))
 @example(REPEATED_HOUR_BOOKING)
 def test_booking_anchored_rules_go_at_once_when_the_window_is_open(case: Case) -> None:
@@ -330,7 +331,7 @@ def test_booking_anchored_rules_go_at_once_when_the_window_is_open(case: Case) -
             assert r.send_at == case.now, f"{describe(case, r)} should go at once"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300))
 @given(cases())
 @example(
     london_case(
@@ -354,7 +355,7 @@ def test_send_times_are_utc_whatever_zone_now_is_given_in(case: Case) -> None:
 UNIT_WINDOWS = [parse_sending_window(w) for w in ("09:00-17:00", "08:00-18:00", "07:30-21:00")]
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500))
 @given(cases(windows=st.sampled_from(UNIT_WINDOWS)))
 @example(
     london_case(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from profiles import examples
 
 from reminders.core.sms import CODEC, segments, septets, to_gsm7
 
@@ -69,7 +70,7 @@ def test_to_gsm7_keeps_plain_text_and_extension_characters() -> None:
     assert to_gsm7(text) == text
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500))
 @given(st.text())
 def test_to_gsm7_always_encodes_and_round_trips(text: str) -> None:
     result = to_gsm7(text)
@@ -77,7 +78,7 @@ def test_to_gsm7_always_encodes_and_round_trips(text: str) -> None:
     assert encoded.decode(CODEC) == result, f"{text!r} -> {result!r} does not round-trip"
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200))
 @given(st.text(alphabet=st.characters(codec="latin-1")))
 def test_to_gsm7_is_idempotent(text: str) -> None:
     once = to_gsm7(text)

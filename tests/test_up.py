@@ -20,6 +20,8 @@ from processes import BIN, RedisServer, free_port, wait_for
 from reminders.interfaces.web.app import create_app
 from reminders.settings import Settings
 
+pytestmark = pytest.mark.drill  # the whole service started as processes
+
 SECRET = {"REMINDERS_SECRET_KEY": "synthetic-test-secret"}
 
 

@@ -33,6 +33,8 @@ from reminders.settings import Settings
 from reminders.store import lifecycle, models
 from reminders.store.db import make_sessionmaker, session_scope
 
+pytestmark = pytest.mark.drill  # real Celery workers and beats, seconds each
+
 Start = Callable[..., CeleryProcess]
 SETTLED = ("sent", "failed", "skipped", "cancelled")
 
@@ -236,6 +238,55 @@ def test_h1_a_booking_cancelled_after_a_stop_instruction_through_a_real_worker(
     (call,) = calls
     assert call.startswith("Urgent, a clinician must decide: the procedure on ")
     assert "the patient was told to stop warfarin" in call
+
+
+def test_h2_a_booking_moved_after_a_stop_instruction_through_a_real_worker(
+    celery: Start, delivery_env: dict[str, str], fake_twilio: FakeTwilio,
+    factory: sessionmaker[Session],
+) -> None:  # fmt: skip
+    """Hazard H2 end to end on the real clock: a patient told to stop warfarin is moved a week
+    later through the API; the worker tells them the team will call, and works out no dates."""
+    day = (datetime.now(UTC) + timedelta(days=10)).date()
+    later = day + timedelta(days=7)
+    phone = "+447911100091"
+    celery("worker")
+    celery("beat")
+    app = create_app(Settings.from_env(delivery_env))
+    with TestClient(app) as api:
+        with session_scope(app.state.sessions) as session:
+            token = accounts.add_token(session, name="pas", now=datetime.now(UTC), actor="t")
+        api.headers["Authorization"] = f"Bearer {token.secret}"
+        created = api.post("/api/v1/enrolments", json={
+            "booking_ref": "BK-H2", "name": "Megan Price", "phone": phone,
+            "procedure": "sacroplasty", "date": day.isoformat(), "time": "09:30",
+            "anticoagulant": "warfarin", "anticoagulant_hold_days": 5,
+            "anticoagulant_restart_days": 0,
+        })  # fmt: skip
+        assert created.status_code == 201, created.text
+        told = lambda: [m["body"] for m in fake_twilio.messages_to(phone)]  # noqa: E731
+        wait_for(lambda: len(told()) == 2, timeout=60, what="the booking and the plan sent")
+        assert "stop warfarin" in told()[1]
+        moved = api.patch(
+            f"/api/v1/enrolments/{created.json()['id']}", json={"date": later.isoformat()}
+        )
+        assert moved.status_code == 200, moved.text
+    wait_for(lambda: len(told()) == 3, timeout=60, what="the move sent")
+    assert told()[2].startswith(
+        f"Hello Megan, your appointment has moved. It was on {day:%A} {day.day} {day:%B} at "
+        f"9:30am. It is now on {later:%A} {later.day} {later:%B} at 9:30am. The dates we gave "
+        "you for warfarin may no longer be right: our team will call you about it."
+    )
+    with session_scope(factory) as session:
+        calls = session.scalars(
+            select(models.AttentionItem.message).where(models.AttentionItem.needs_call)
+        ).all()
+        planned = session.scalars(
+            select(models.Reminder.rule).where(models.Reminder.state == "scheduled")
+        ).all()
+    (call,) = calls
+    assert call.startswith("Urgent, a clinician must decide: the procedure moved from ")
+    # Until a clinician records a new plan, nothing tells the patient when to stop or restart.
+    assert planned and not {"anticoagulant-stop", "anticoagulant-restart"} & set(planned)
 
 
 def test_two_beats_at_once_send_each_reminder_once(
