@@ -19,7 +19,7 @@ import pytest
 from fakes.smtp import FakeSmtp
 from fakes.twilio import FakeTwilio
 from fastapi import FastAPI
-from processes import RedisServer
+from processes import CeleryProcess, RedisServer
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import OperationalError
@@ -272,6 +272,29 @@ def bob(app: FastAPI) -> Staff:
     staff = Staff(app)
     assert staff.login(BOB).status_code == 303
     return staff
+
+
+@pytest.fixture
+def import_worker(delivery_env: dict[str, str], tmp_path: Path) -> Iterator[CeleryProcess]:
+    """A real Celery worker on the imports' queue: uploads on the staff pages are imported by
+    a worker, never in the web process."""
+    process = CeleryProcess(
+        "worker", delivery_env, tmp_path / "import-worker.log",
+        "--concurrency", "1", "--queues", "reminders.import",
+    ).start()  # fmt: skip
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def worker_app(
+    delivery_env: dict[str, str], factory: sessionmaker[Session], import_worker: CeleryProcess
+) -> FastAPI:
+    """The staff web app with a broker and a worker behind it, as `reminders up` runs it."""
+    keep = ("REMINDERS_DATABASE_URL", "REMINDERS_BROKER_URL", "REMINDERS_SECRET_KEY")
+    env = {name: delivery_env[name] for name in keep}
+    env.update(REMINDERS_SENDING_WINDOW="00:00-24:00", REMINDERS_TIMEZONE="UTC")
+    return create_app(Settings.from_env(env))
 
 
 @pytest.fixture(scope="session")

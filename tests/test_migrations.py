@@ -37,6 +37,7 @@ def test_the_models_describe_the_tables_we_expect() -> None:
         "enrolments",
         "import_refusals",
         "import_runs",
+        "import_uploads",
         "opt_outs",
         "patients",
         "purged_totals",

@@ -10,7 +10,7 @@ from typing import Any
 
 from factories import make_full_enrolment
 from fastapi import FastAPI
-from processes import wait_for
+from processes import CeleryProcess, wait_for
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from staff import ALICE, BOB, PASSWORD, Staff, in_days
@@ -352,8 +352,10 @@ def csv_text(rows: list[dict[str, str]]) -> bytes:
 
 
 def test_an_uploaded_csv_lands_its_good_rows_and_reports_the_bad_one(
-    alice: Staff, factory: sessionmaker[Session]
+    worker_app: FastAPI, factory: sessionmaker[Session], import_worker: CeleryProcess
 ) -> None:
+    alice = Staff(worker_app)
+    assert alice.login().status_code == 303
     day = in_days(12).isoformat()
     good = [
         {"booking_ref": f"UP-{n}", "name": f"Patient {n}", "phone": f"07911 1001{n:02d}",
@@ -387,6 +389,26 @@ def test_an_uploaded_csv_lands_its_good_rows_and_reports_the_bad_one(
     with session_scope(factory) as session:
         refs = session.scalars(select(models.Enrolment.booking_ref)).all()
         assert sorted(refs) == ["UP-0", "UP-1", "UP-2"]
+        # The worker imported it, and the file it was handed is gone.
+        assert session.scalar(select(func.count()).select_from(models.ImportUpload)) == 0
+    assert "reminders.import_upload" in import_worker.output()
+
+
+def test_without_a_worker_an_upload_is_refused_not_imported_in_the_web_process(
+    alice: Staff, factory: sessionmaker[Session]
+) -> None:
+    rows = [{"booking_ref": "UP-1", "name": "Ceri Evans", "phone": "07911 100101",
+             "procedure": "facet-joint-denervation", "date": in_days(12).isoformat(),
+             "time": "10:00"}]  # fmt: skip
+    response = alice.client.post(
+        "/import",
+        data={"csrf_token": alice.token("/import")},
+        files={"file": ("monday.csv", csv_text(rows), "text/csv")},
+    )
+    assert response.status_code == 422
+    assert "Imports run in the worker" in response.text
+    with session_scope(factory) as session:
+        assert session.scalar(select(func.count()).select_from(models.ImportRun)) == 0
 
 
 def test_an_unusable_upload_lands_nothing_and_says_why(

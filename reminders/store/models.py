@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     Time,
@@ -290,7 +291,7 @@ class ApiToken(Base):
 
 IMPORT_STATUSES = ("running", "finished", "unusable")
 # An upload lands a batch of rows every second or so; one that has not for this long has been
-# stopped by its web process ending (a restart, a deployment) and will not go on.
+# stopped by its worker ending (a restart, a deployment) and will not go on.
 IMPORT_STALLED = timedelta(minutes=2)
 
 
@@ -312,7 +313,7 @@ class ImportRun(Base):
     refused: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     problem: Mapped[str | None] = mapped_column(Text)  # why the file itself was unusable
     # Set when it starts and after every batch that lands: a run that has gone quiet for
-    # STALLED was stopped from outside (the web process restarted) and will not finish.
+    # STALLED was stopped from outside (its worker restarted) and will not finish.
     heartbeat_at: Mapped[datetime | None] = mapped_column()
 
     def stopped(self, now: datetime) -> bool:
@@ -339,3 +340,15 @@ class ImportRefusal(Base):
     booking_ref: Mapped[str | None] = mapped_column(String(200))
     reason: Mapped[str] = mapped_column(Text)
     row: Mapped[str] = mapped_column(Text)  # JSON object of the row's columns
+
+
+class ImportUpload(Base):
+    """The file of an upload, kept until a worker has imported it: the web process hands the
+    import to a worker (which may run on another machine) through the database, not a disk."""
+
+    __tablename__ = "import_uploads"
+
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("import_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    content: Mapped[bytes] = mapped_column(LargeBinary)

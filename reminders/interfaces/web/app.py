@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from celery import Celery
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import generate_latest
@@ -44,6 +45,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.config = config = Config.load(settings)
     app.state.unit = config.unit
     app.state.sessions = sessions
+    # Work handed to the workers (a CSV upload's import); none without a broker.
+    url = settings.broker_url
+    app.state.celery = Celery("reminders", broker=url) if url else None
 
     app.include_router(webhooks.router)
     app.include_router(api.router)
