@@ -17,7 +17,7 @@ from staff import ALICE, BOB, PASSWORD, Staff, in_days
 
 from reminders.core.enrolment import FIELDS, SCHEMA
 from reminders.interfaces.web.deps import get_now
-from reminders.services import accounts, planning
+from reminders.services import logins, planning
 from reminders.store import models
 from reminders.store.db import session_scope
 
@@ -103,7 +103,7 @@ def test_login_needs_the_right_password_and_slows_down_after_repeated_failures(
     clock = [datetime.now(UTC)]
     app.dependency_overrides[get_now] = lambda: clock[0]
     staff = Staff(app)
-    for _ in range(accounts.FREE_ATTEMPTS):
+    for _ in range(logins.FREE_ATTEMPTS):
         response = staff.login(password="not-the-password")
         assert response.status_code == 401
         assert "The email address or password is not right." in response.text

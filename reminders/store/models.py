@@ -267,13 +267,24 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(200))  # argon2id, with its parameters
     role: Mapped[str] = mapped_column(String(16), default="staff", server_default="staff")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    # Failed logins in a row, and the last one: each further attempt waits longer.
-    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
-    last_failed_at: Mapped[datetime | None] = mapped_column()
     # Sessions that began before this are no longer accepted (log out, password change).
     sessions_valid_after: Mapped[datetime | None] = mapped_column()
     # Set when the account is switched off (someone who has left): no login, no session.
     disabled_at: Mapped[datetime | None] = mapped_column()
+
+
+class LoginAttempts(Base):
+    """Password checks of one email address since its last good login, for any address typed,
+    whether it has an account or not: an address without one is slowed down the same, so the
+    slowdown does not tell a stranger which addresses have accounts (services/logins.py)."""
+
+    __tablename__ = "login_attempts"
+
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)  # lower-cased
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # No password is checked for this address before then.
+    locked_until: Mapped[datetime | None] = mapped_column()
+    last_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class ApiToken(Base):

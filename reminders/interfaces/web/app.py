@@ -18,6 +18,7 @@ from reminders.core.errors import ConfigError
 from reminders.interfaces.web import admin, api, auth, pages, uploads, webhooks
 from reminders.interfaces.web.health import ReminderCollector, broker, health
 from reminders.interfaces.web.rendering import page
+from reminders.interfaces.web.throttle import Throttle
 from reminders.settings import Settings
 from reminders.store.db import make_engine, make_sessionmaker
 
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.config = config = Config.load(settings)
     app.state.unit = config.unit
     app.state.sessions = sessions
+    app.state.throttle = Throttle.in_memory()
     # Work handed to the workers (a CSV upload's import); none without a broker.
     url = settings.broker_url
     app.state.celery = Celery("reminders", broker=url) if url else None

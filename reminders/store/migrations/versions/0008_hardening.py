@@ -1,4 +1,5 @@
-"""Hardening: an upload's file kept for the worker that imports it.
+"""Hardening: an upload's file kept for the worker that imports it; login attempts counted by
+address (any address typed, with or without an account) instead of on the account.
 
 Revision ID: 0008
 Revises: 0007
@@ -27,7 +28,24 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("run_id", name=op.f("pk_import_uploads")),
     )  # fmt: skip
+    op.create_table(
+        "login_attempts",
+        sa.Column("address", sa.String(320), nullable=False),
+        sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("last_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("address", name=op.f("pk_login_attempts")),
+    )
+    with op.batch_alter_table("users") as batch:
+        batch.drop_column("failed_logins")
+        batch.drop_column("last_failed_at")
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("users") as batch:
+        batch.add_column(
+            sa.Column("failed_logins", sa.Integer(), server_default=sa.text("0"), nullable=False)
+        )
+        batch.add_column(sa.Column("last_failed_at", sa.DateTime(timezone=True), nullable=True))
+    op.drop_table("login_attempts")
     op.drop_table("import_uploads")
