@@ -4,11 +4,17 @@ data only."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
+from collections.abc import Iterator
 
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from starlette.types import Message
 
+from reminders.interfaces.web import bodies
 from reminders.services import csvfile
 from reminders.services.csvfile import UnusableFile, open_csv
 
@@ -49,3 +55,61 @@ def test_a_file_over_the_size_cap_is_refused_before_it_is_read(
     content = (HEADER + "\r\n" + (ROW + "\r\n") * 20_000).encode()
     with pytest.raises(UnusableFile, match=r"the file is 1.1 MB, more than the 1 MB an import"):
         open_csv(io.BytesIO(content))
+
+
+# --- request bodies ----------------------------------------------------------------------------
+
+
+def _asgi_post(app: FastAPI, path: str, length: int) -> tuple[int, int]:
+    """POST to the app's ASGI interface declaring `length` bytes: (status, times the app
+    asked for the body)."""
+    asked = 0
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        nonlocal asked
+        asked += 1
+        return {"type": "http.request", "body": b"x" * 1024, "more_body": True}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+        "root_path": "", "headers": [(b"host", b"testserver"),
+        (b"content-type", b"application/x-www-form-urlencoded"),
+        (b"content-length", str(length).encode())], "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80), "state": {},
+    }  # fmt: skip
+    asyncio.run(app(scope, receive, send))
+    return sent[0]["status"], asked
+
+
+@pytest.mark.parametrize(
+    "path", ["/webhooks/twilio/inbound", "/webhooks/twilio/status", "/login", "/api/v1/enrolments",
+             "/import"],
+)  # fmt: skip
+def test_a_body_declared_too_big_is_refused_before_a_byte_is_read(app: FastAPI, path: str) -> None:
+    status, asked = _asgi_post(app, path, 100 * 1024 * 1024)
+    assert (status, asked) == (413, 0)
+
+
+def test_a_body_sent_in_chunks_is_refused_when_it_passes_the_limit(app: FastAPI) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b"email=a%40example.org&password="
+        for _ in range(64):
+            yield b"x" * 1024
+
+    response = TestClient(app).post(
+        "/login", content=chunks(), headers={"content-type": "application/x-www-form-urlencoded"}
+    )
+    assert response.status_code == 413
+    assert "at most 8 KB here" in response.text
+
+
+def test_each_route_has_its_limit() -> None:
+    assert bodies.limit_for("/import") > csvfile.MAX_BYTES
+    assert bodies.limit_for("/webhooks/twilio/inbound") == 32 * 1024
+    assert bodies.limit_for("/login") == 8 * 1024
+    assert bodies.limit_for("/enrol") == bodies.limit_for("/api/v1/enrolments") == 64 * 1024

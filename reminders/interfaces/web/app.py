@@ -16,6 +16,7 @@ from reminders import logs, metrics
 from reminders.config import Config
 from reminders.core.errors import ConfigError
 from reminders.interfaces.web import admin, api, auth, pages, uploads, webhooks
+from reminders.interfaces.web.bodies import BodyLimit
 from reminders.interfaces.web.health import ReminderCollector, broker, health
 from reminders.interfaces.web.rendering import page
 from reminders.interfaces.web.throttle import Throttle
@@ -66,6 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Behind TLS (any real deployment) the cookie never travels in the clear.
         https_only=(settings.public_url or "").startswith("https://"),
     )
+    # Outside the session: a body too big is refused before anything else is done with it.
+    app.add_middleware(BodyLimit)
     _staff_errors(app)
 
     @app.get("/healthz", include_in_schema=False)
