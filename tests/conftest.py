@@ -256,8 +256,12 @@ def factory(db_engine: Engine) -> sessionmaker[Session]:
 
 
 @pytest.fixture
-def app(web_settings: Settings, factory: sessionmaker[Session]) -> FastAPI:
-    return create_app(web_settings)
+def app(web_settings: Settings, factory: sessionmaker[Session]) -> Iterator[FastAPI]:
+    app = create_app(web_settings)
+    yield app
+    # Its pool's connections go with the test, not when the garbage collector gets to them:
+    # PostgreSQL's connections are shared with everything else running tests on this machine.
+    app.state.sessions.kw["bind"].dispose()
 
 
 @pytest.fixture
@@ -289,12 +293,14 @@ def import_worker(delivery_env: dict[str, str], tmp_path: Path) -> Iterator[Cele
 @pytest.fixture
 def worker_app(
     delivery_env: dict[str, str], factory: sessionmaker[Session], import_worker: CeleryProcess
-) -> FastAPI:
+) -> Iterator[FastAPI]:
     """The staff web app with a broker and a worker behind it, as `reminders up` runs it."""
     keep = ("REMINDERS_DATABASE_URL", "REMINDERS_BROKER_URL", "REMINDERS_SECRET_KEY")
     env = {name: delivery_env[name] for name in keep}
     env.update(REMINDERS_SENDING_WINDOW="00:00-24:00", REMINDERS_TIMEZONE="UTC")
-    return create_app(Settings.from_env(env))
+    app = create_app(Settings.from_env(env))
+    yield app
+    app.state.sessions.kw["bind"].dispose()
 
 
 @pytest.fixture(scope="session")

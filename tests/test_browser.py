@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from browser import serve
 from playwright.sync_api import Page, expect
+from processes import CeleryProcess, RedisServer
 from staff import ALICE, PASSWORD, add_staff, in_days
 
 from reminders.config import Config
@@ -39,7 +40,7 @@ class Live:
 
 
 @pytest.fixture
-def live(tmp_path: Path) -> Iterator[Live]:
+def live(tmp_path: Path, redis_server: RedisServer) -> Iterator[Live]:
     url = f"sqlite:///{tmp_path / 'reminders.db'}"
     upgrade(url)
     engine = make_engine(url)
@@ -50,6 +51,7 @@ def live(tmp_path: Path) -> Iterator[Live]:
             "REMINDERS_DATABASE_URL": url,
             "REMINDERS_SECRET_KEY": "synthetic-test-secret",
             "REMINDERS_SENDING_WINDOW": "00:00-24:00",
+            "REMINDERS_BROKER_URL": redis_server.url,
         }
     )
     shots = Path(os.environ.get("REMINDERS_SCREENSHOT_DIR") or tmp_path / "screenshots")
@@ -150,6 +152,20 @@ def test_enrol_with_the_preview_find_reschedule_and_cancel(page: Page, live: Liv
 
 
 def test_import_a_csv_with_a_bad_row(page: Page, live: Live, tmp_path: Path) -> None:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "REMINDERS_DATABASE_URL": live.settings.database_url,
+        "REMINDERS_BROKER_URL": live.settings.broker_url or "",
+        "REMINDERS_SECRET_KEY": "synthetic-test-secret",
+    }
+    worker = CeleryProcess("worker", env, tmp_path / "worker.log", "--concurrency", "1").start()
+    try:
+        _import_a_csv_with_a_bad_row(page, live, tmp_path)
+    finally:
+        worker.stop()
+
+
+def _import_a_csv_with_a_bad_row(page: Page, live: Live, tmp_path: Path) -> None:
     day = in_days(3).isoformat()  # within the week the upcoming page shows
     csv_file = tmp_path / "tuesday.csv"
     csv_file.write_text(

@@ -8,15 +8,28 @@ import asyncio
 import io
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
+from staff import Staff
 from starlette.types import Message
+from test_import import HEADER as IMPORT_HEADER
+from test_import import as_stream, open_config, patient
+from world import World
 
+from reminders.config import Config
 from reminders.interfaces.web import bodies
+from reminders.interfaces.web.app import create_app
 from reminders.services import csvfile
 from reminders.services.csvfile import UnusableFile, open_csv
+from reminders.services.imports import Refusal, import_csv
+from reminders.store.db import make_sessionmaker
+
+__all__ = ["open_config"]  # a fixture, shared with test_import
 
 HEADER = "booking_ref,name,procedure,date,time,phone"
 ROW = "BK-1,Sian Jones,sacroplasty,2030-01-07,09:30,07911 100001"
@@ -82,7 +95,9 @@ def _asgi_post(app: FastAPI, path: str, length: int) -> tuple[int, int]:
         (b"content-length", str(length).encode())], "client": ("127.0.0.1", 5000),
         "server": ("testserver", 80), "state": {},
     }  # fmt: skip
-    asyncio.run(app(scope, receive, send))
+    # In a thread of its own: the browser tests leave an event loop running in this one.
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, app(scope, receive, send)).result()
     return sent[0]["status"], asked
 
 
@@ -113,3 +128,66 @@ def test_each_route_has_its_limit() -> None:
     assert bodies.limit_for("/webhooks/twilio/inbound") == 32 * 1024
     assert bodies.limit_for("/login") == 8 * 1024
     assert bodies.limit_for("/enrol") == bodies.limit_for("/api/v1/enrolments") == 64 * 1024
+
+
+# --- edges that were a 500 -----------------------------------------------------------------
+
+
+def test_a_webhook_body_that_is_not_utf8_is_refused_naming_it(w: World) -> None:
+    response = TestClient(create_app(w.config.settings)).post(
+        "/webhooks/twilio/inbound", content=b"Body=\xff\xfe&From=%2B447911100001",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )  # fmt: skip
+    assert response.status_code == 400
+    assert response.json()["detail"] == "body: the form is not UTF-8 text"
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/enrolments/{id}", "/import/{id}", "/import/{id}/errors.csv", "/enrol?enrolment={id}",
+     "/audit?before={id}"],
+)  # fmt: skip
+@pytest.mark.parametrize("big", [2**31, 2**64, 10**30])
+def test_ids_beyond_the_database_are_not_found_not_an_error(
+    bob: Staff, path: str, big: int
+) -> None:
+    response = bob.get(path.format(id=big))
+    assert response.status_code in (200, 404), response.text[:300]
+    if response.status_code == 404:
+        assert "Not found" in response.text
+
+
+def test_staff_forms_with_ids_beyond_the_database_are_not_found(bob: Staff) -> None:
+    for big in (2**31, 2**64):
+        for path in (f"/enrolments/{big}/cancel", f"/attention/{big}/resolve",
+                     f"/admin/staff/{big}/role", f"/admin/tokens/{big}/revoke"):  # fmt: skip
+            assert bob.post(path, {}, page="/").status_code == 404, path
+
+
+def test_a_search_with_a_nul_in_it_is_refused_naming_the_field(alice: Staff) -> None:
+    page = alice.post("/search", {"q": "Megan\x00"}, page="/search")
+    assert page.status_code == 422
+    assert "q: the search has a control character" in page.text
+
+
+def test_a_token_name_too_long_for_the_audit_log_is_refused_naming_the_field(bob: Staff) -> None:
+    page = bob.post("/admin/tokens", {"name": "Booking system " + "x" * 185}, page="/admin/staff")
+    assert page.status_code == 422
+    assert "name: give the booking system a name of at most 100 characters" in page.text
+
+
+def test_a_refused_row_never_stops_the_rows_after_it(
+    db_engine: Engine, open_config: Config
+) -> None:
+    """A language tag over its column's 35 characters was a 500 on PostgreSQL that stopped the
+    import mid-file; it is refused naming the field, and the rows after it land."""
+    rows = [patient(n) for n in range(6)]
+    rows[2]["language"] = "en-GB-" + "x" * 40
+    rows[4]["name"] = "A" * 250
+    refused: list[Refusal] = []
+    report = import_csv(
+        make_sessionmaker(db_engine), open_config, as_stream(rows, [*IMPORT_HEADER, "language"]),
+        now=datetime.now(UTC), actor="alice", on_refusal=refused.append,
+    )  # fmt: skip
+    assert [(r.line, r.reason.split(":")[0]) for r in refused] == [(4, "language"), (6, "name")]
+    assert report.created == 4

@@ -18,10 +18,13 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from reminders.core.parsers import parse_email
+from reminders.core.parsers import has_control_character, parse_email
 from reminders.store import journal, models
 
 MIN_PASSWORD_LENGTH = 12
+# A token's name is part of the actor the audit log records for what it does (`actor`), which
+# has room for 200 characters.
+MAX_TOKEN_NAME = 100
 
 _hasher = PasswordHasher()
 
@@ -193,8 +196,11 @@ def _digest(secret: str) -> str:
 
 def add_token(session: Session, *, name: str, now: datetime, actor: str) -> NewToken:
     name = name.strip()
-    if not name or len(name) > 200:
-        raise AccountError("name: give the booking system a name of at most 200 characters")
+    if not name or len(name) > MAX_TOKEN_NAME or has_control_character(name):
+        raise AccountError(
+            f"name: give the booking system a name of at most {MAX_TOKEN_NAME} characters, "
+            "on one line"
+        )
     secret = "rmd_" + secrets.token_urlsafe(32)
     token = models.ApiToken(name=name, token_hash=_digest(secret), created_at=now)
     session.add(token)
@@ -212,6 +218,12 @@ def revoke_token(session: Session, *, token_id: int, now: datetime, actor: str) 
         token.revoked_at = now
         journal.audit(session, actor, "token-revoke", now=now, token=token.id)
     return token
+
+
+def actor(token: models.ApiToken) -> str:
+    """Who a token's requests are in the audit log: its id, which names it for good, and its
+    name, which people read."""
+    return f"api:{token.id}:{token.name}"[:200]
 
 
 def token_for(session: Session, secret: str, now: datetime) -> models.ApiToken | None:

@@ -57,7 +57,7 @@ def booking_system(
     now: Now,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> str:
-    """The actor recorded in the audit log for this request, `api:<token name>`."""
+    """The actor recorded in the audit log for this request, `api:<token id>:<token name>`."""
     challenge = {"WWW-Authenticate": "Bearer"}
     if credentials is None:
         raise ApiError(
@@ -71,7 +71,7 @@ def booking_system(
             raise ApiError(
                 401, "This API token is not valid or has been revoked.", headers=challenge
             )
-        return f"api:{token.name}"
+        return accounts.actor(token)
 
 
 def get_sessions(request: Request) -> sessionmaker[Session]:

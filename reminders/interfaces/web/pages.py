@@ -28,7 +28,7 @@ from reminders.core.enrolment import (
     required_fields,
 )
 from reminders.core.fields import PROCEDURE, YES_NO
-from reminders.core.parsers import parse_clock, parse_date
+from reminders.core.parsers import has_control_character, parse_clock, parse_date
 from reminders.interfaces.web.auth import AdminUser, StaffForm, StaffUser
 from reminders.interfaces.web.deps import AppConfig, DbSession, Now
 from reminders.interfaces.web.rendering import flash, page
@@ -38,6 +38,8 @@ from reminders.store import models, queries
 
 router = APIRouter(include_in_schema=False)
 UPCOMING_DAYS = 7
+MAX_ID = 2**31 - 1  # ids are INTEGER columns
+SEARCH_MAX = 200  # characters of a search: a name is at most 200
 
 
 class NotFound(Exception):
@@ -48,7 +50,10 @@ Row = TypeVar("Row", bound=models.Base)
 
 
 def found(session: Session, model: type[Row], row_id: int) -> Row:
-    """The row a page is about, or the "Not found" page."""
+    """The row a page is about, or the "Not found" page (an id beyond what the database's
+    ids can be, too: PostgreSQL would refuse to compare it)."""
+    if not 0 < row_id <= MAX_ID:
+        raise NotFound
     row = session.get(model, row_id)
     if row is None:
         raise NotFound
@@ -81,7 +86,21 @@ def upcoming(
 
 
 @router.get("/search", response_class=HTMLResponse)
-def search(request: Request, user: StaffUser, session: DbSession, q: str = "") -> Response:
+def search_form(request: Request, user: StaffUser) -> Response:
+    return page(request, "search.html", query="", results=[], limit=queries.SEARCH_LIMIT)
+
+
+# A search is posted, not put in the address: a name or a phone number in a URL stays in the
+# browser's history, in proxies' logs and in the Referer of the next page.
+@router.post("/search", response_class=HTMLResponse)
+def search(request: Request, form: StaffForm, session: DbSession) -> Response:
+    q = str(form.get("q") or "")[:SEARCH_MAX]
+    if has_control_character(q):
+        return page(
+            request, "search.html", query="", results=[], limit=queries.SEARCH_LIMIT,
+            error="q: the search has a control character (such as NUL) in it; type it again",
+            status_code=422,
+        )  # fmt: skip
     results = queries.search(session, q)
     if len(results) == 1 and q.strip().lower() == results[0].booking_ref.lower():
         return RedirectResponse(f"/enrolments/{results[0].id}", status_code=303)
@@ -320,5 +339,6 @@ def resolve(
 def audit(
     request: Request, user: AdminUser, session: DbSession, before: int | None = None
 ) -> Response:
+    before = before if before is None or 0 < before <= MAX_ID else None
     entries = queries.audit_log(session, before=before)
     return page(request, "audit.html", entries=entries)

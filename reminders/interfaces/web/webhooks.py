@@ -8,7 +8,7 @@ from html import escape
 from typing import Annotated
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse
 from twilio.request_validator import RequestValidator
 
@@ -31,8 +31,13 @@ async def signed_form(request: Request, settings: Settings, path: str) -> dict[s
     `{REMINDERS_PUBLIC_URL}{path}` (what we told Twilio to call)."""
     if settings.twilio is None or settings.public_url is None:
         return None
+    try:
+        text = (await request.body()).decode("utf-8")
+    except UnicodeDecodeError:
+        # Twilio sends percent-encoded ASCII; anything else is not Twilio.
+        raise HTTPException(400, "body: the form is not UTF-8 text") from None
     # Blank values count in the signature, so keep them.
-    form = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+    form = dict(parse_qsl(text, keep_blank_values=True))
     signature = request.headers.get("X-Twilio-Signature", "")
     validator = RequestValidator(settings.twilio.auth_token)
     if not validator.validate(f"{settings.public_url}{path}", form, signature):
