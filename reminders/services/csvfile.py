@@ -43,6 +43,23 @@ _MAGIC = (
 )
 
 
+# A cell a spreadsheet would take for a formula (OWASP, "CSV Injection"): `=HYPERLINK(...)`
+# typed into a booking system must not run when the refused rows are opened in Excel.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(cell: str) -> str:
+    """A cell for a CSV file we write: one that starts like a formula gets a leading
+    apostrophe, which spreadsheets show as text and do not evaluate."""
+    return "'" + cell if cell.startswith(_FORMULA_START) else cell
+
+
+def restore(cell: str) -> str:
+    """The cell as it was before `neutralise`, so a refused-rows file, fixed, imports as it
+    is (a phone number such as +44 7911 100001 keeps its +)."""
+    return cell[1:] if cell.startswith("'") and cell[1:].startswith(_FORMULA_START) else cell
+
+
 class UnusableFile(ValueError):
     """The file cannot be imported at all; nothing has landed. The message says what to fix."""
 
@@ -82,6 +99,7 @@ class CsvFile:
                 start, line = line, reader.line_num + 1
                 if not any(cell.strip() for cell in cells):
                     continue  # a blank line, or a spreadsheet's empty row of commas
+                cells = [restore(cell) for cell in cells]
                 extra = cells[width:]
                 row = dict(zip(self.columns, cells + [""] * (width - len(cells)), strict=False))
                 for index, cell in enumerate(extra, start=width + 1):

@@ -107,9 +107,10 @@ def refused_rows(run_id: int, user: StaffUser, session: DbSession) -> Response:
     def lines() -> Iterator[str]:
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow([*columns, "line", "reason"])
+        writer.writerow([csvfile.neutralise(c) for c in [*columns, "line", "reason"]])
         for line, reason, row in rows:
-            writer.writerow([*(row.get(c, "") for c in columns), line, reason])
+            cells = [*(row.get(c, "") for c in columns), str(line), reason]
+            writer.writerow([csvfile.neutralise(cell) for cell in cells])
         yield buffer.getvalue()
 
     # Only safe characters in the header: the name came from the uploader's computer.

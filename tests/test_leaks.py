@@ -1,0 +1,58 @@
+"""What leaves the service besides the pages themselves: files opened in a spreadsheet, the
+session cookie, headers and caching. Synthetic data only."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+from staff import Staff
+
+from reminders.services.csvfile import neutralise, restore
+from reminders.store import models
+from reminders.store.db import session_scope
+
+FORMULAS = ['=HYPERLINK("http://evil.example","x")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx"]
+
+
+def _refused_run(factory: sessionmaker[Session], row: dict[str, str]) -> int:
+    with session_scope(factory) as session:
+        run = models.ImportRun(
+            filename="monday.csv", started_by="alice@example.org", started_at=datetime.now(UTC),
+            status="finished",
+        )  # fmt: skip
+        session.add(run)
+        session.flush()
+        session.add(
+            models.ImportRefusal(
+                run_id=run.id,
+                line=2,
+                booking_ref="BK-1",
+                reason="phone: not a mobile",
+                row=json.dumps(row),
+            )  # fmt: skip
+        )
+        return run.id
+
+
+def test_the_refused_rows_file_never_hands_a_spreadsheet_a_formula(
+    alice: Staff, factory: sessionmaker[Session]
+) -> None:
+    row = {"booking_ref": "BK-1", "name": FORMULAS[0], "phone": "+44 113 496 0000",
+           "notes": "-", **{f"x{n}": f for n, f in enumerate(FORMULAS)}}  # fmt: skip
+    run_id = _refused_run(factory, row)
+    text = alice.get(f"/import/{run_id}/errors.csv").text
+    header, cells = list(csv.reader(io.StringIO(text)))
+    written = dict(zip(header, cells, strict=True))
+    for column, value in row.items():
+        assert written[column] == "'" + value if value[0] in "=+-@\t\r" else value
+        assert not written[column].startswith(("=", "+", "-", "@", "\t", "\r"))
+
+
+@pytest.mark.parametrize("value", [*FORMULAS, "Megan Price", "'quoted", "07911 100001"])
+def test_a_neutralised_cell_reads_back_as_it_was(value: str) -> None:
+    assert restore(neutralise(value)) == value
