@@ -34,7 +34,7 @@ def _refused_run(factory: sessionmaker[Session], row: dict[str, str]) -> int:
                 booking_ref="BK-1",
                 reason="phone: not a mobile",
                 row=json.dumps(row),
-            )  # fmt: skip
+            )
         )
         return run.id
 
