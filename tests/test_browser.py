@@ -124,7 +124,7 @@ def test_enrol_with_the_preview_find_reschedule_and_cancel(page: Page, live: Liv
 
     save.click()
     expect(page.get_by_role("heading", name="Megan Price")).to_be_visible()
-    expect(page.get_by_role("status").first).to_contain_text("Megan Price is enrolled (BK-8001)")
+    expect(page.get_by_role("status").first).to_contain_text("Enrolled. Every reminder is below.")
     expect(page.get_by_role("cell", name="scheduled").first).to_be_visible()
     page.screenshot(path=live.shots / "patient.png", full_page=True)
 
@@ -143,9 +143,7 @@ def test_enrol_with_the_preview_find_reschedule_and_cancel(page: Page, live: Liv
 
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Cancel procedure").click()
-    cancelled = (
-        "BK-8001 is cancelled. The patient is told, and nothing more of its plan will be sent."
-    )
+    cancelled = "Cancelled. The patient is told, and nothing more of its plan will be sent."
     expect(page.get_by_text(cancelled)).to_be_visible()
     expect(page.locator("dl.facts")).to_contain_text("cancelled")
     expect(page.get_by_role("button", name="Reschedule")).to_have_count(0)

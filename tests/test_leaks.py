@@ -3,14 +3,16 @@ session cookie, headers and caching. Synthetic data only."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
 from datetime import UTC, datetime
 
 import pytest
+from httpx import Response
 from sqlalchemy.orm import Session, sessionmaker
-from staff import Staff
+from staff import Staff, in_days
 
 from reminders.services.csvfile import neutralise, restore
 from reminders.store import models
@@ -56,3 +58,43 @@ def test_the_refused_rows_file_never_hands_a_spreadsheet_a_formula(
 @pytest.mark.parametrize("value", [*FORMULAS, "Megan Price", "'quoted", "07911 100001"])
 def test_a_neutralised_cell_reads_back_as_it_was(value: str) -> None:
     assert restore(neutralise(value)) == value
+
+
+# --- the session cookie --------------------------------------------------------------------
+
+
+def session_cookie(staff: Staff) -> str:
+    """What the signed (not encrypted) session cookie carries: readable by anyone who sees it."""
+    value = staff.client.cookies["reminders_session"]
+    data = value.split(".")[0]
+    return base64.b64decode(data + "=" * (-len(data) % 4)).decode()
+
+
+def test_flash_messages_carry_no_patient_data_in_the_session_cookie(alice: Staff) -> None:
+    seen: list[str] = []
+
+    def step(response: Response) -> Response:
+        assert response.status_code == 303, response.text[:300]
+        seen.append(session_cookie(alice))
+        return alice.follow(response)
+
+    # A late enrolment with a blood-thinner plan that cannot be kept: warnings as well.
+    form = {
+        "booking_ref": "BK-7001", "name": "Megan Price", "phone": "07911 100050",
+        "procedure": "si-joint-denervation", "date": in_days(2).isoformat(), "time": "09:30",
+        "anticoagulant": "Warfarin", "anticoagulant_hold_days": "5",
+        "anticoagulant_restart_days": "0", "action": "save",
+    }  # fmt: skip
+    page = step(alice.post("/enrol", form))
+    assert "Enrolled." in page.text and "attention: see the list on this page" in page.text
+    here = str(page.url.path)
+    step(alice.post(f"{here}/reschedule", {"date": in_days(3).isoformat(), "time": "10:00"},
+                    page=here))  # fmt: skip
+    step(alice.post(f"{here}/cancel", {}, page=here))
+    step(alice.post(f"{here}/cancel", {}, page=here))  # again: refused
+    step(alice.post(f"{here}/reschedule", {"date": in_days(4).isoformat(), "time": "10:00"},
+                    page=here))  # fmt: skip
+    assert any('"flash"' in cookie for cookie in seen)
+    for cookie in seen:
+        for patient_data in ("Megan", "Price", "BK-7001", "7911", "100050", "Warfarin"):
+            assert patient_data not in cookie, cookie

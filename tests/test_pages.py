@@ -224,7 +224,7 @@ def test_reschedule_and_cancel_from_the_patient_page(
         assert row is not None and (row.local_date, row.local_time.hour) == (new_day, 14)
         assert {r.state for r in row.reminders} == {"scheduled", "cancelled"}
     page = alice.follow(alice.post(f"{here}/cancel", {}, page=here)).text
-    assert "is cancelled. The patient is told, and nothing more of its plan will be sent" in page
+    assert "Cancelled. The patient is told, and nothing more of its plan will be sent" in page
     with session_scope(factory) as session:
         row = session.get(models.Enrolment, enrolment_id)
         assert row is not None and row.status == "cancelled"

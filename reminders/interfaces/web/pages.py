@@ -216,23 +216,32 @@ def enrol(
         )  # fmt: skip
     enrolment = result.schedule.facts.enrolment
     try:
-        saved = enrolments.enrol(session, config, enrolment, now=now, actor=user.email)
+        # A savepoint: nothing of a refused enrolment is kept, and the request's transaction
+        # still ends as it began (rolling it back here made its commit fail: a 500).
+        with session.begin_nested():
+            saved = enrolments.enrol(session, config, enrolment, now=now, actor=user.email)
     except enrolments.EnrolmentRefused as exc:
-        session.rollback()  # nothing of a refused enrolment is kept
         return _enrol_page(
             request, config, values=values, errors={"": str(exc)}, result=result,
             existing=existing, status_code=422,
         )  # fmt: skip
     row = saved.enrolment
     if saved.created:
-        flash(request, f"{row.patient.name} is enrolled ({row.booking_ref}).")
+        flash(request, "Enrolled. Every reminder is below.")
     elif saved.rescheduled:
-        flash(request, f"{row.booking_ref} is moved; every pending reminder follows.")
+        flash(request, "Moved; every pending reminder follows.")
     else:
-        flash(request, f"{row.booking_ref} is updated.")
-    for warning in saved.warnings:
-        flash(request, warning, "warning")
+        flash(request, "Updated.")
+    _warned(request, saved.warnings)
     return RedirectResponse(f"/enrolments/{row.id}", status_code=303)
+
+
+def _warned(request: Request, warnings: list[str]) -> None:
+    # Flash messages travel in the session cookie, which is signed, not encrypted: they carry
+    # no patient data. The warnings themselves are on the patient page's needs-attention list.
+    if warnings:
+        count = "One thing needs" if len(warnings) == 1 else f"{len(warnings)} things need"
+        flash(request, f"{count} attention: see the list on this page.", "warning")
 
 
 # The patient page --------------------------------------------------------------------------
@@ -272,19 +281,25 @@ def reschedule(
     try:
         new_date = parse_date(str(form.get("date") or ""))
         new_time = parse_clock(str(form.get("time") or ""))
-        result = enrolments.reschedule(
-            session, config, row, date=new_date, time=new_time, now=now, actor=user.email
-        )
+        with session.begin_nested():  # nothing of a refused move is kept
+            result = enrolments.reschedule(
+                session, config, row, date=new_date, time=new_time, now=now, actor=user.email
+            )
     except ValueError as exc:  # a bad date or time, or a refused reschedule
-        session.rollback()  # nothing of a refused move is kept
-        flash(request, f"Not moved: {exc}", "warning")
+        # The reason names a field and its rule (a date in the past, a closed enrolment),
+        # never the patient.
+        reason = (
+            f"this enrolment is {row.status}"
+            if isinstance(exc, enrolments.EnrolmentClosed)
+            else exc
+        )
+        flash(request, f"Not moved: {reason}", "warning")
         return RedirectResponse(here, status_code=303)
     if result.rescheduled:
         flash(request, "Moved; every pending reminder follows.")
     else:
         flash(request, "That is the time it already has; nothing changed.")
-    for warning in result.warnings:
-        flash(request, warning, "warning")
+    _warned(request, result.warnings)
     return RedirectResponse(here, status_code=303)
 
 
@@ -297,13 +312,12 @@ def cancel(
     row = found(session, models.Enrolment, enrolment_id)
     try:
         enrolments.cancel(session, config, row, now=now, actor=user.email)
-    except enrolments.EnrolmentClosed as exc:
-        flash(request, str(exc), "warning")
+    except enrolments.EnrolmentClosed:
+        flash(request, f"Not cancelled: this enrolment is already {row.status}.", "warning")
     else:
         flash(
             request,
-            f"{row.booking_ref} is cancelled. The patient is told, and nothing more of its "
-            "plan will be sent.",
+            "Cancelled. The patient is told, and nothing more of its plan will be sent.",
         )
     return RedirectResponse(f"/enrolments/{row.id}", status_code=303)
 
