@@ -7,14 +7,18 @@ import base64
 import csv
 import io
 import json
+import re
 from datetime import UTC, datetime
 
 import pytest
+from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy.orm import Session, sessionmaker
 from staff import Staff, in_days
 
+from reminders.interfaces.web.app import create_app
 from reminders.services.csvfile import neutralise, restore
+from reminders.settings import Settings
 from reminders.store import models
 from reminders.store.db import session_scope
 
@@ -98,3 +102,63 @@ def test_flash_messages_carry_no_patient_data_in_the_session_cookie(alice: Staff
     for cookie in seen:
         for patient_data in ("Megan", "Price", "BK-7001", "7911", "100050", "Warfarin"):
             assert patient_data not in cookie, cookie
+
+
+# --- headers and caching -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/login", "/", "/enrol", "/import", "/search", "/healthz"])
+def test_every_answer_carries_the_security_headers_and_is_not_cached(
+    alice: Staff, path: str
+) -> None:
+    response = alice.get(path)
+    headers = response.headers
+    csp = headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in csp and "default-src 'none'" in csp
+    assert "script-src 'nonce-" in csp and "unsafe-inline" not in csp.split("style-src")[0]
+    assert headers["x-frame-options"] == "DENY"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["referrer-policy"] == "same-origin"
+    assert headers["cache-control"] == "no-store"
+    assert "strict-transport-security" not in headers  # served over plain HTTP here
+
+
+def test_scripts_run_only_with_the_nonce_of_their_response(alice: Staff) -> None:
+    first, second = alice.get("/enrol"), alice.get("/enrol")
+    nonces = []
+    for response in (first, second):
+        nonce = re.search(r"'nonce-([^']+)'", response.headers["content-security-policy"])
+        assert nonce is not None
+        assert f'<script nonce="{nonce.group(1)}">' in response.text
+        assert "<script>" not in response.text and "onclick=" not in response.text
+        nonces.append(nonce.group(1))
+    assert nonces[0] != nonces[1]
+
+
+def test_downloads_and_refusals_carry_them_too(
+    alice: Staff, factory: sessionmaker[Session]
+) -> None:
+    run_id = _refused_run(factory, {"booking_ref": "BK-1", "name": "Megan Price"})
+    download = alice.get(f"/import/{run_id}/errors.csv")
+    assert download.headers["cache-control"] == "no-store"
+    assert download.headers["x-content-type-options"] == "nosniff"
+    too_big = alice.client.post("/login", content=b"x" * 20_000)
+    assert too_big.status_code == 413 and too_big.headers["cache-control"] == "no-store"
+
+
+def test_hsts_when_the_service_is_published_over_https(web_settings: Settings) -> None:
+    settings = web_settings.model_copy(update={"public_url": "https://reminders.example.org"})
+    app = create_app(settings)
+    try:
+        response = TestClient(app).get("/login")
+    finally:
+        app.state.sessions.kw["bind"].dispose()
+    assert response.headers["strict-transport-security"].startswith("max-age=31536000")
+
+
+def test_a_search_puts_no_patient_data_in_the_address(alice: Staff) -> None:
+    form = re.search(r'<form[^>]*action="/search"[^>]*>', alice.get("/").text)
+    assert form is not None and 'method="post"' in form.group(0)
+    # An old bookmark with a name in it shows the empty form, not a search.
+    page = alice.get("/search?q=Megan+Price").text
+    assert "found for" not in page and "Megan Price" not in page

@@ -17,6 +17,7 @@ from reminders.config import Config
 from reminders.core.errors import ConfigError
 from reminders.interfaces.web import admin, api, auth, pages, uploads, webhooks
 from reminders.interfaces.web.bodies import BodyLimit
+from reminders.interfaces.web.headers import SecurityHeaders
 from reminders.interfaces.web.health import ReminderCollector, broker, health
 from reminders.interfaces.web.rendering import page
 from reminders.interfaces.web.throttle import Throttle
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # Outside the session: a body too big is refused before anything else is done with it.
     app.add_middleware(BodyLimit)
+    app.add_middleware(SecurityHeaders, https=(settings.public_url or "").startswith("https://"))
     _staff_errors(app)
 
     @app.get("/healthz", include_in_schema=False)
