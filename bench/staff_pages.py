@@ -145,7 +145,7 @@ def main() -> None:
             env = {
                 **os.environ,
                 "REMINDERS_DATABASE_URL": url,
-                "REMINDERS_SECRET_KEY": "benchmark-secret",
+                "REMINDERS_SECRET_KEY": "benchmark-secret-for-benchmarks-only-0123456789",
                 "REMINDERS_LOG_LEVEL": "WARNING",
             }
             port = free_port()

@@ -214,7 +214,7 @@ def delivery_env(
         "REMINDERS_SENDING_WINDOW": "00:00-24:00",
         "REMINDERS_TIMEZONE": "UTC",
         "REMINDERS_PUBLIC_URL": "https://reminders.example.org",
-        "REMINDERS_SECRET_KEY": "synthetic-test-secret",
+        "REMINDERS_SECRET_KEY": "synthetic-test-secret-for-tests-only-0123456789",
         "REMINDERS_PROVIDER_TIMEOUT_SECONDS": "2",
         "REMINDERS_STUCK_AFTER_SECONDS": "5",
         # Where worker processes count what they do, as a deployment shares it with the web.
@@ -240,7 +240,7 @@ def web_settings(database_url: str) -> Settings:
     return Settings.from_env(
         {
             "REMINDERS_DATABASE_URL": database_url,
-            "REMINDERS_SECRET_KEY": "synthetic-test-secret",
+            "REMINDERS_SECRET_KEY": "synthetic-test-secret-for-tests-only-0123456789",
             "REMINDERS_SENDING_WINDOW": "00:00-24:00",
             "REMINDERS_TIMEZONE": "UTC",
         }

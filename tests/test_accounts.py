@@ -32,7 +32,7 @@ def env(tmp_path: Path) -> dict[str, str]:
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(tmp_path),
         "REMINDERS_DATABASE_URL": url,
-        "REMINDERS_SECRET_KEY": "synthetic-test-secret",
+        "REMINDERS_SECRET_KEY": "synthetic-test-secret-for-tests-only-0123456789",
     }
 
 

@@ -49,7 +49,7 @@ def live(tmp_path: Path, redis_server: RedisServer) -> Iterator[Live]:
     settings = Settings.from_env(
         {
             "REMINDERS_DATABASE_URL": url,
-            "REMINDERS_SECRET_KEY": "synthetic-test-secret",
+            "REMINDERS_SECRET_KEY": "synthetic-test-secret-for-tests-only-0123456789",
             "REMINDERS_SENDING_WINDOW": "00:00-24:00",
             "REMINDERS_BROKER_URL": redis_server.url,
         }
@@ -154,7 +154,7 @@ def test_import_a_csv_with_a_bad_row(page: Page, live: Live, tmp_path: Path) -> 
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "REMINDERS_DATABASE_URL": live.settings.database_url,
         "REMINDERS_BROKER_URL": live.settings.broker_url or "",
-        "REMINDERS_SECRET_KEY": "synthetic-test-secret",
+        "REMINDERS_SECRET_KEY": "synthetic-test-secret-for-tests-only-0123456789",
     }
     worker = CeleryProcess("worker", env, tmp_path / "worker.log", "--concurrency", "1").start()
     try:

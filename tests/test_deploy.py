@@ -14,7 +14,7 @@ from paths import PACKAGE_SOURCES, PROJECT_ROOT
 
 SECRETS = {
     "POSTGRES_PASSWORD": "synthetic-password",
-    "REMINDERS_SECRET_KEY": "synthetic-secret",
+    "REMINDERS_SECRET_KEY": "synthetic-secret-for-tests-only-0123456789",
     "REMINDERS_PUBLIC_URL": "https://reminders.example.org",
 }
 

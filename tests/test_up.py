@@ -17,10 +17,11 @@ import pytest
 from fastapi.testclient import TestClient
 from processes import BIN, RedisServer, free_port, wait_for
 
+from reminders.interfaces.up import kept_key
 from reminders.interfaces.web.app import create_app
 from reminders.settings import Settings
 
-SECRET = {"REMINDERS_SECRET_KEY": "synthetic-test-secret"}
+SECRET = {"REMINDERS_SECRET_KEY": "synthetic-test-secret-for-tests-only-0123456789"}
 
 
 def healthz(port: int) -> tuple[int, dict[str, str]]:
@@ -44,6 +45,8 @@ def test_up_runs_everything_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     try:
         wait_for(lambda: healthz(port)[0] == 200, timeout=90, what="/healthz to answer 200")
         assert healthz(port)[1] == {"status": "ok", "database": "ok", "broker": "ok"}
+        key = tmp_path / "var" / "secret-key"  # kept for the next run: see below
+        assert key.stat().st_mode & 0o777 == 0o600
         started = psutil.Process(up.pid).children(recursive=True)
         names = " ".join(" ".join(p.cmdline()) for p in started)
         assert "redis-server" in names and "worker" in names and "beat" in names
@@ -125,3 +128,10 @@ def test_unknown_pages_leak_nothing(tmp_path: Path, path: str) -> None:
     response = TestClient(create_app(settings)).get(path)
     assert response.status_code == 404
     assert "Traceback" not in response.text
+
+
+def test_up_keeps_its_secret_key_so_a_restart_logs_nobody_out(tmp_path: Path) -> None:
+    first = kept_key(tmp_path)
+    assert len(first) >= 32
+    assert kept_key(tmp_path) == first  # the next run signs with the same key
+    Settings.from_env({"REMINDERS_SECRET_KEY": first})  # and it is strong enough
