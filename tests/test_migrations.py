@@ -38,6 +38,7 @@ def test_the_models_describe_the_tables_we_expect() -> None:
         "import_refusals",
         "import_runs",
         "import_uploads",
+        "inbound_messages",
         "login_attempts",
         "opt_outs",
         "patients",

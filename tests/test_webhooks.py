@@ -3,6 +3,7 @@ the app: delivery status moves forward only, and nothing changes without a valid
 
 from __future__ import annotations
 
+import secrets
 from datetime import timedelta
 from urllib.parse import urlencode
 
@@ -111,8 +112,9 @@ INBOUND = "https://reminders.example.org/webhooks/twilio/inbound"
 
 
 def inbound(client: TestClient, token: str, body: str, **extra: str) -> tuple[int, str]:
-    params = {"From": PHONE, "To": "+447911199999", "Body": body, "MessageSid": "SM" + "1" * 32,
-              **extra}  # fmt: skip
+    """A patient's message as Twilio posts it, each with its own MessageSid."""
+    params = {"From": PHONE, "To": "+447911199999", "Body": body,
+              "MessageSid": "SM" + secrets.token_hex(16), **extra}  # fmt: skip
     signature = RequestValidator(token).compute_signature(INBOUND, params)
     response = client.post(
         "/webhooks/twilio/inbound",
@@ -254,3 +256,35 @@ def test_logs_of_the_patient_side_carry_no_number_address_or_text(
                "Can I bring my daughter?", sent.body[:40]]  # fmt: skip
     for secret in secrets:
         assert secret not in output, secret
+
+
+def test_a_replayed_start_does_not_undo_a_later_stop(
+    w: World, client: TestClient, fake_twilio: FakeTwilio
+) -> None:
+    """A signed START captured on the way and posted again after the patient's STOP: the
+    same MessageSid, so it is recognised and changes nothing."""
+    token = fake_twilio.auth_token
+    start = "SM" + "5" * 32
+    assert inbound(client, token, "START", MessageSid=start)[0] == 200
+    assert inbound(client, token, "STOP")[0] == 200
+    assert inbound(client, token, "START", MessageSid=start)[0] == 200  # the replay
+    with session_scope(w.factory) as session:
+        opted_out = session.scalars(select(models.OptOut.destination)).all()
+    assert opted_out == [PHONE]
+    w.enrol(email=None)
+    w.deliver()
+    assert fake_twilio.messages_to(PHONE) == []
+
+
+def test_a_status_callback_changes_only_a_message_twilio_sent(
+    w: World, client: TestClient, fake_twilio: FakeTwilio
+) -> None:
+    w.enrol(phone=None)
+    w.deliver()
+    email = next(r for r in w.reminders("sent") if r.channel == "email")
+    assert email.provider_id and email.transport == "smtp"
+    before = status_of(w, email.id)
+    posted = post(client, receipt(email.provider_id, "undelivered", ErrorCode="30003"),
+                  token=fake_twilio.auth_token)  # fmt: skip
+    assert posted == 204
+    assert status_of(w, email.id) == before

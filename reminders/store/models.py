@@ -200,6 +200,16 @@ class OptOut(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class InboundMessage(Base):
+    """A message a patient sent, by the provider's id, once handled: a signed webhook captured
+    and posted again (a START replayed after a later STOP) is recognised and does nothing."""
+
+    __tablename__ = "inbound_messages"
+
+    provider_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class AttentionItem(Base):
     """An entry on the staff's "needs attention" list; `needs_call` puts it on the call list."""
 

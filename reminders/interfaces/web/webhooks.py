@@ -72,6 +72,7 @@ def twilio_status(
             TwilioSms.delivery_status(form.get("MessageStatus", "")),
             form.get("ErrorCode") or None,
             utcnow(),
+            transport=TwilioSms.name,
         )
     return Response(status_code=204)
 
@@ -90,6 +91,7 @@ def twilio_inbound(
             body=form.get("Body", ""),
             opt_out_type=form.get("OptOutType") or None,
             now=utcnow(),
+            provider_id=form.get("MessageSid") or form.get("SmsSid") or "",
         )
     return Response(answer.twiml, media_type="application/xml")
 

@@ -1,5 +1,6 @@
 """Hardening: an upload's file kept for the worker that imports it; login attempts counted by
-address (any address typed, with or without an account) instead of on the account.
+address (any address typed, with or without an account) instead of on the account; patients'
+messages by the provider's id, so a replayed webhook does nothing.
 
 Revision ID: 0008
 Revises: 0007
@@ -36,6 +37,12 @@ def upgrade() -> None:
         sa.Column("last_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("address", name=op.f("pk_login_attempts")),
     )
+    op.create_table(
+        "inbound_messages",
+        sa.Column("provider_id", sa.String(64), nullable=False),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("provider_id", name=op.f("pk_inbound_messages")),
+    )
     with op.batch_alter_table("users") as batch:
         batch.drop_column("failed_logins")
         batch.drop_column("last_failed_at")
@@ -47,5 +54,6 @@ def downgrade() -> None:
             sa.Column("failed_logins", sa.Integer(), server_default=sa.text("0"), nullable=False)
         )
         batch.add_column(sa.Column("last_failed_at", sa.DateTime(timezone=True), nullable=True))
+    op.drop_table("inbound_messages")
     op.drop_table("login_attempts")
     op.drop_table("import_uploads")
