@@ -288,3 +288,22 @@ def test_a_status_callback_changes_only_a_message_twilio_sent(
                   token=fake_twilio.auth_token)  # fmt: skip
     assert posted == 204
     assert status_of(w, email.id) == before
+
+
+def test_an_old_unsubscribe_link_does_not_unsubscribe_whoever_has_the_id_now(
+    w: World, client: TestClient, fake_smtp: FakeSmtp
+) -> None:
+    """After the retention purge an id can be someone else's (SQLite reuses them): the link is
+    bound to the address it was sent to, so it unsubscribes nobody else."""
+    w.enrol()
+    w.deliver()
+    path = unsubscribe_link(fake_smtp)
+    with session_scope(w.factory) as session:  # the row now belongs to someone new
+        patient = session.scalars(select(models.Patient)).one()
+        patient.email = "someone.else@example.org"
+    assert client.get(path).status_code == 404
+    assert client.post(path, content="List-Unsubscribe=One-Click",
+                       headers={"Content-Type": "application/x-www-form-urlencoded"}
+                       ).status_code == 404  # fmt: skip
+    with session_scope(w.factory) as session:
+        assert session.scalars(select(models.OptOut)).all() == []

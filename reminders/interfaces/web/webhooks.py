@@ -110,12 +110,17 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
 
 def _patient_email(request: Request, value: str) -> tuple[int, str] | None:
     settings: Settings = request.app.state.settings
-    patient_id = unsubscribe.patient_of(settings.secret_key or "", value)
-    if patient_id is None or not settings.secret_key:
+    named = unsubscribe.patient_of(settings.secret_key or "", value)
+    if named is None or not settings.secret_key:
         return None
+    patient_id, bound = named
     with session_scope(request.app.state.sessions) as session:
         patient = session.get(models.Patient, patient_id)
-        return (patient_id, patient.email) if patient and patient.email else None
+        if patient is None or not patient.email:
+            return None
+        if not unsubscribe.sent_to(settings.secret_key, bound, patient.email):
+            return None  # the id is someone else's now, or the address has changed
+        return patient_id, patient.email
 
 
 @router.get("/unsubscribe/{value}", include_in_schema=False)
