@@ -162,3 +162,16 @@ def test_a_search_puts_no_patient_data_in_the_address(alice: Staff) -> None:
     # An old bookmark with a name in it shows the empty form, not a search.
     page = alice.get("/search?q=Megan+Price").text
     assert "found for" not in page and "Megan Price" not in page
+
+
+# --- the idle timeout ------------------------------------------------------------------------
+
+
+def test_every_page_a_user_opens_starts_the_idle_clock_again(alice: Staff) -> None:
+    """The session cookie expires after IDLE; it must be signed afresh (and so given a new
+    age) by each request, not only when the session changed, or a busy user is logged out
+    half an hour after logging in."""
+    for path in ("/", "/enrol", "/attention"):
+        cookie = alice.get(path).headers.get("set-cookie", "")
+        assert cookie.startswith("reminders_session=") and "Max-Age=1800" in cookie, path
+    assert alice.get("/").status_code == 200

@@ -74,6 +74,10 @@ def current_user(request: Request, session: DbSession, now: Now) -> models.User:
     ):
         request.session.clear()
         raise LoginRequired
+    # Touched on every request, so the cookie is signed afresh and its idle clock starts
+    # again: Starlette re-sends the cookie only when the session changes, and without this a
+    # busy user was logged out IDLE after logging in, however busy.
+    request.session["seen"] = int(now.timestamp())
     request.state.user = user
     # What the pages show of the user, kept apart from the row: an error page is rendered after
     # the request's transaction has rolled back, when the row can no longer be read.
