@@ -52,9 +52,10 @@ def client(app: FastAPI) -> Iterator[TestClient]:
         yield client
 
 
-def add_token(app: FastAPI, name: str = "booking-system") -> str:
+def add_token(app: FastAPI, name: str = "booking-system", scope: str = "write") -> str:
     with session_scope(app.state.sessions) as session:
-        return accounts.add_token(session, name=name, now=datetime.now(UTC), actor="test").secret
+        now = datetime.now(UTC)
+        return accounts.add_token(session, name=name, now=now, actor="test", scope=scope).secret
 
 
 @pytest.fixture
@@ -144,6 +145,26 @@ def test_a_revoked_token_is_refused(app: FastAPI, client: TestClient, token: str
     response = client.get("/api/v1/enrolments?booking_ref=BK-3001")
     assert_refused(response, 401)
     assert "revoked" in response.json()["detail"]
+
+
+def test_a_read_only_token_reads_and_cannot_change_anything(
+    app: FastAPI, as_booking_system: TestClient
+) -> None:
+    enrolment_id = enrol(as_booking_system).json()["id"]
+    reader = TestClient(app)
+    reader.headers["Authorization"] = f"Bearer {add_token(app, 'clinic-dashboard', 'read')}"
+    assert reader.get(f"/api/v1/enrolments/{enrolment_id}").status_code == 200
+    for response in (
+        reader.post("/api/v1/enrolments", json=megan(booking_ref="BK-3999")),
+        reader.patch(f"/api/v1/enrolments/{enrolment_id}", json={"time": "11:00"}),
+        reader.post(f"/api/v1/enrolments/{enrolment_id}/cancel"),
+    ):
+        assert_refused(response, 403)
+        assert "may only read" in response.json()["detail"]
+    got = as_booking_system.get(f"/api/v1/enrolments/{enrolment_id}").json()
+    assert got["status"] == "active"
+    with session_scope(app.state.sessions) as session:
+        assert session.scalar(select(func.count()).select_from(models.Enrolment)) == 1
 
 
 def test_the_audit_log_names_the_booking_system(

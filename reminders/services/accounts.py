@@ -194,7 +194,11 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def add_token(session: Session, *, name: str, now: datetime, actor: str) -> NewToken:
+def add_token(
+    session: Session, *, name: str, now: datetime, actor: str, scope: str = "write"
+) -> NewToken:
+    if scope not in models.TOKEN_SCOPES:
+        raise AccountError(f"scope: {scope!r} is not one of {', '.join(models.TOKEN_SCOPES)}")
     name = name.strip()
     if not name or len(name) > MAX_TOKEN_NAME or has_control_character(name):
         raise AccountError(
@@ -202,10 +206,10 @@ def add_token(session: Session, *, name: str, now: datetime, actor: str) -> NewT
             "on one line"
         )
     secret = "rmd_" + secrets.token_urlsafe(32)
-    token = models.ApiToken(name=name, token_hash=_digest(secret), created_at=now)
+    token = models.ApiToken(name=name, token_hash=_digest(secret), created_at=now, scope=scope)
     session.add(token)
     session.flush()
-    journal.audit(session, actor, "token-add", now=now, token=token.id)
+    journal.audit(session, actor, "token-add", now=now, token=token.id, scope=scope)
     return NewToken(token, secret)
 
 

@@ -264,6 +264,7 @@ class PurgedTotal(Base):
 
 
 ROLES = ("staff", "admin")
+TOKEN_SCOPES = ("read", "write")
 
 
 class User(Base):
@@ -305,6 +306,9 @@ class ApiToken(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # What it may do (TOKEN_SCOPES): "read" enrolments only, or "write" (enrol, change, cancel)
+    # as well. Tokens from before scopes were all "write".
+    scope: Mapped[str] = mapped_column(String(8), default="write", server_default="write")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column()
     revoked_at: Mapped[datetime | None] = mapped_column()

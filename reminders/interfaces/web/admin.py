@@ -129,7 +129,9 @@ def add_token(request: Request, form: AdminForm, session: DbSession, now: Now) -
     admin: models.User = request.state.user
     name = str(form.get("name") or "")
     try:
-        new = accounts.add_token(session, name=name, now=now, actor=admin.email)
+        new = accounts.add_token(
+            session, name=name, now=now, actor=admin.email, scope=str(form.get("scope") or "write")
+        )
     except accounts.AccountError as exc:
         return _accounts_page(request, session, token_error=str(exc), token_name=name)
     return _shown_once(

@@ -43,6 +43,9 @@ def upgrade() -> None:
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("provider_id", name=op.f("pk_inbound_messages")),
     )
+    op.add_column(
+        "api_tokens", sa.Column("scope", sa.String(8), server_default="write", nullable=False)
+    )
     with op.batch_alter_table("users") as batch:
         batch.drop_column("failed_logins")
         batch.drop_column("last_failed_at")
@@ -54,6 +57,7 @@ def downgrade() -> None:
             sa.Column("failed_logins", sa.Integer(), server_default=sa.text("0"), nullable=False)
         )
         batch.add_column(sa.Column("last_failed_at", sa.DateTime(timezone=True), nullable=True))
+    op.drop_column("api_tokens", "scope")
     op.drop_table("inbound_messages")
     op.drop_table("login_attempts")
     op.drop_table("import_uploads")
