@@ -3,6 +3,7 @@ the app: delivery status moves forward only, and nothing changes without a valid
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import timedelta
 from urllib.parse import urlencode
@@ -307,3 +308,22 @@ def test_an_old_unsubscribe_link_does_not_unsubscribe_whoever_has_the_id_now(
                        ).status_code == 404  # fmt: skip
     with session_scope(w.factory) as session:
         assert session.scalars(select(models.OptOut)).all() == []
+
+
+def test_the_unsubscribe_header_goes_over_the_wire_as_mail_programs_read_it(
+    w: World, fake_smtp: FakeSmtp
+) -> None:
+    """Read from the raw bytes the mail server received: a parsed message decodes RFC 2047
+    encoded words, which hid that the header was sent encoded (and so unusable)."""
+    w.enrol()
+    w.deliver()
+    raw = fake_smtp.received[0].raw.decode("ascii")
+    headers = raw.split("\r\n\r\n", 1)[0]
+    line = next(h for h in headers.split("\r\n") if h.startswith("List-Unsubscribe:"))
+    assert re.fullmatch(
+        r"List-Unsubscribe: <https://reminders\.example\.org/unsubscribe/[A-Za-z0-9._-]+>, "
+        r"<mailto:[^>]+\?subject=unsubscribe>",
+        line,
+    ), line
+    assert "=?utf-8?" not in line
+    assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in headers
