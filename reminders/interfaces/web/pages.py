@@ -8,9 +8,14 @@ needs its CSRF token (StaffForm).
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import hmac
+import io
 from collections import defaultdict
 from datetime import date, datetime, time, timedelta
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -33,8 +38,10 @@ from reminders.interfaces.web.auth import AdminUser, StaffForm, StaffUser
 from reminders.interfaces.web.deps import AppConfig, DbSession, Now
 from reminders.interfaces.web.rendering import flash, page
 from reminders.services import attention, enrolments, planning, wording
+from reminders.services.csvfile import neutralise
 from reminders.services.preview import preview
-from reminders.store import models, queries
+from reminders.store import journal, models, queries
+from reminders.store.base import utcnow
 
 router = APIRouter(include_in_schema=False)
 UPCOMING_DAYS = 7
@@ -93,7 +100,7 @@ def search_form(request: Request, user: StaffUser) -> Response:
 # A search is posted, not put in the address: a name or a phone number in a URL stays in the
 # browser's history, in proxies' logs and in the Referer of the next page.
 @router.post("/search", response_class=HTMLResponse)
-def search(request: Request, form: StaffForm, session: DbSession) -> Response:
+def search(request: Request, form: StaffForm, user: StaffUser, session: DbSession) -> Response:
     q = str(form.get("q") or "")[:SEARCH_MAX]
     if has_control_character(q):
         return page(
@@ -102,6 +109,13 @@ def search(request: Request, form: StaffForm, session: DbSession) -> Response:
             status_code=422,
         )  # fmt: skip
     results = queries.search(session, q)
+    # Who searched, and a keyed digest of what for: the same search can be matched against a
+    # suspicion (a patient's name, digested the same way), and the log itself names nobody.
+    key = request.app.state.settings.secret_key or ""
+    digest = hmac.new(key.encode(), q.strip().lower().encode(), hashlib.sha256).hexdigest()
+    journal.audit(
+        session, user.email, "search", now=utcnow(), query=digest[:32], found=len(results)
+    )
     if len(results) == 1 and q.strip().lower() == results[0].booking_ref.lower():
         return RedirectResponse(f"/enrolments/{results[0].id}", status_code=303)
     return page(request, "search.html", query=q, results=results, limit=queries.SEARCH_LIMIT)
@@ -259,9 +273,11 @@ def enrolment_page(
     ).all()
     history = session.scalars(
         select(models.AuditEntry)
-        .where(models.AuditEntry.enrolment_id == row.id)
+        .where(models.AuditEntry.enrolment_id == row.id, models.AuditEntry.action != "view")
         .order_by(models.AuditEntry.id.desc())
     ).all()
+    # Who opened the record: a hospital must be able to say who accessed a patient's data.
+    journal.audit(session, user.email, "view", now=utcnow(), enrolment_id=row.id)
     protocol = config.protocols.get(row.procedure)
     return page(
         request, "enrolment.html", row=row, items=items, history=history,
@@ -351,8 +367,40 @@ def resolve(
 
 @router.get("/audit", response_class=HTMLResponse)
 def audit(
-    request: Request, user: AdminUser, session: DbSession, before: int | None = None
-) -> Response:
+    request: Request, user: AdminUser, session: DbSession, before: int | None = None,
+    actor: str = "", action: str = "", enrolment: int | None = None,
+) -> Response:  # fmt: skip
     before = before if before is None or 0 < before <= MAX_ID else None
-    entries = queries.audit_log(session, before=before)
-    return page(request, "audit.html", entries=entries)
+    enrolment = enrolment if enrolment is None or 0 < enrolment <= MAX_ID else None
+    filters = {"actor": actor[:200], "action": action[:64], "enrolment_id": enrolment}
+    entries = queries.audit_log(session, before=before, **filters)  # type: ignore[arg-type]
+    return page(
+        request, "audit.html", entries=entries, actor=actor, action=action,
+        enrolment=enrolment or "", query=urlencode({k: v for k, v in
+        {"actor": actor, "action": action, "enrolment": enrolment or ""}.items() if v}),
+    )  # fmt: skip
+
+
+@router.get("/audit.csv")
+def audit_export(
+    request: Request, user: AdminUser, session: DbSession, actor: str = "", action: str = "",
+    enrolment: int | None = None,
+) -> Response:  # fmt: skip
+    """The audit log, filtered as on the page, as CSV: for an investigation or a records
+    request. The export is itself audited."""
+    enrolment = enrolment if enrolment is None or 0 < enrolment <= MAX_ID else None
+    entries = queries.audit_log(
+        session, limit=None, actor=actor[:200], action=action[:64], enrolment_id=enrolment
+    )
+    journal.audit(session, user.email, "audit-export", now=utcnow(), entries=len(entries))
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["id", "at", "actor", "action", "enrolment", "detail"])
+    for e in entries:
+        cells = [str(e.id), e.at.isoformat(), e.actor, e.action, str(e.enrolment_id or ""),
+                 e.detail or ""]  # fmt: skip
+        writer.writerow([neutralise(cell) for cell in cells])
+    return Response(
+        out.getvalue(), media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="audit.csv"'},
+    )  # fmt: skip

@@ -29,7 +29,7 @@ from reminders.interfaces.web.deps import DbSession, Now
 from reminders.interfaces.web.pages import found
 from reminders.interfaces.web.rendering import page
 from reminders.services import csvfile, import_runs
-from reminders.store import models
+from reminders.store import journal, models
 from reminders.store.db import session_scope
 
 log = logging.getLogger(__name__)
@@ -98,9 +98,10 @@ def import_report(
 
 
 @router.get("/import/{run_id}/errors.csv")
-def refused_rows(run_id: int, user: StaffUser, session: DbSession) -> Response:
+def refused_rows(run_id: int, user: StaffUser, session: DbSession, now: Now) -> Response:
     """The refused rows as they were given, with the reason: to fix and upload again."""
     run = found(session, models.ImportRun, run_id)
+    journal.audit(session, user.email, "download", now=now, run=run.id, refused=len(run.refusals))
     rows = [(r.line, r.reason, json.loads(r.row)) for r in run.refusals]
     columns = list(dict.fromkeys(key for _, _, row in rows for key in row))
 
