@@ -177,6 +177,7 @@ _EMPTY_IS_UNSET = {
     "REMINDERS_TEMPLATES_DIR",
     "REMINDERS_BROKER_URL",
     "REMINDERS_PUBLIC_URL",
+    "REMINDERS_METRICS_TOKEN",
 }
 
 
@@ -295,6 +296,9 @@ class Settings(BaseSettings):
         None, validation_alias="REMINDERS_SECRET_KEY", repr=False
     )
     broker_url: str | None = Field(None, validation_alias="REMINDERS_BROKER_URL")
+    # When set, /metrics answers only `Authorization: Bearer <token>` (Prometheus'
+    # `authorization` setting): it shows how many patients are waiting, and for what.
+    metrics_token: str | None = Field(None, validation_alias="REMINDERS_METRICS_TOKEN", repr=False)
     public_url: BaseUrl | None = Field(None, validation_alias="REMINDERS_PUBLIC_URL")
     twilio: TwilioSettings | None = None
     smtp: SmtpSettings | None = None

@@ -6,6 +6,7 @@ to them) and never change.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,6 +34,10 @@ class Queues:
     SEND = "reminders.send"  # batches of reminder ids to send now
     IMPORT = "reminders.import"  # CSV files uploaded on the staff pages, one run per task
 
+
+# Set by every run of the dispatcher: /healthz and /metrics read its age, so a stopped beat (and
+# with it every reminder, blood-thinner ones included) is seen within a minute.
+HEARTBEAT_KEY = "reminders:dispatcher:heartbeat"
 
 SEND_BATCH = 25  # ids per send task: one claim and one commit per batch, sends in parallel
 SEND_THREADS = 16  # provider calls in flight per worker process; they mostly wait on the network
@@ -103,6 +108,8 @@ def publish_send(ids: Sequence[int]) -> None:
 def dispatch_due(self: Any) -> int:
     """Claim what is due and queue it; runs every second from beat."""
     rt = runtime()
+    with self.app.connection_for_write() as connection:
+        connection.default_channel.client.set(HEARTBEAT_KEY, time.time())
 
     def backlog() -> int:
         with self.app.connection_for_read() as connection:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -75,11 +76,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:
+        # Past its thresholds it answers 503 (health.SILENT_AFTER, LATE_AFTER): a stopped
+        # dispatcher stops every reminder, and must not look healthy.
         report = health(sessions, client)
         return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
 
     @app.get("/metrics", include_in_schema=False)
-    def prometheus_metrics() -> Response:
+    def prometheus_metrics(request: Request) -> Response:
+        token = settings.metrics_token
+        given = request.headers.get("Authorization", "")
+        if token and not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return PlainTextResponse(
+                "Send REMINDERS_METRICS_TOKEN as a bearer token.", status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )  # fmt: skip
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(Exception)  # a last resort: the handlers above are more specific
