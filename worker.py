@@ -38,13 +38,14 @@ def _logging(**_: object) -> None:
 
 app = Celery("reminders", broker=settings.broker_url, include=["reminders.interfaces.tasks"])
 app.conf.update(
-    task_queues=[Queue(Queues.DISPATCH), Queue(Queues.SEND)],
+    task_queues=[Queue(Queues.DISPATCH), Queue(Queues.SEND), Queue(Queues.IMPORT)],
     task_default_queue=Queues.DISPATCH,
     task_routes={
         "reminders.dispatch_due": {"queue": Queues.DISPATCH},
         "reminders.sweep": {"queue": Queues.DISPATCH},
         "reminders.purge": {"queue": Queues.DISPATCH},
         "reminders.send_reminders": {"queue": Queues.SEND},
+        "reminders.import_upload": {"queue": Queues.IMPORT},
     },
     # A task is acknowledged when it has finished, and a worker takes one at a time, so a
     # worker that dies mid-batch leaves its batch to be redelivered; the guarded send makes the

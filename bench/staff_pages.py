@@ -77,10 +77,11 @@ def requests_for(user: int, enrolments: int) -> list[Request]:
     return [
         ("enrol page", "GET", "/enrol", None, None),
         ("enrol preview", "POST", "/enrol/preview", None, form),
-        ("search by name", "GET", "/search", {"q": f"Patient {patient}"}, None),
-        ("search by phone", "GET", "/search", {"q": f"+4479{patient:08d}"}, None),
+        # Searches are posted: patient data stays out of addresses.
+        ("search by name", "POST", "/search", None, {"q": f"Patient {patient}"}),
+        ("search by phone", "POST", "/search", None, {"q": f"+4479{patient:08d}"}),
         # One match: the answer is a redirect to the patient's page.
-        ("search by booking ref", "GET", "/search", {"q": f"B{patient}"}, None),
+        ("search by booking ref", "POST", "/search", None, {"q": f"B{patient}"}),
     ]
 
 
@@ -144,7 +145,7 @@ def main() -> None:
             env = {
                 **os.environ,
                 "REMINDERS_DATABASE_URL": url,
-                "REMINDERS_SECRET_KEY": "benchmark-secret",
+                "REMINDERS_SECRET_KEY": "benchmark-secret-for-benchmarks-only-0123456789",
                 "REMINDERS_LOG_LEVEL": "WARNING",
             }
             port = free_port()

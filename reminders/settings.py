@@ -64,6 +64,21 @@ def _at_least(minimum: int) -> PlainValidator:
     return PlainValidator(whole_number)
 
 
+MIN_SECRET_KEY = 32
+MAKE_A_KEY = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+def _strong_key(value: str) -> str:
+    # The key signs staff sessions, forms, device cookies and unsubscribe links: one short
+    # enough to guess lets anyone sign in as anyone.
+    if len(value) < MIN_SECRET_KEY:
+        raise ConfigError(
+            f"REMINDERS_SECRET_KEY: at least {MIN_SECRET_KEY} characters, got {len(value)}; "
+            f"make one with: {MAKE_A_KEY}"
+        )
+    return value
+
+
 def _base_url(value: str) -> str:
     parsed = urlsplit(value)
     if (
@@ -162,7 +177,53 @@ _EMPTY_IS_UNSET = {
     "REMINDERS_TEMPLATES_DIR",
     "REMINDERS_BROKER_URL",
     "REMINDERS_PUBLIC_URL",
+    "REMINDERS_METRICS_TOKEN",
 }
+
+
+# Secrets a container may be given as files (Docker and Kubernetes secrets): NAME_FILE names a
+# file holding NAME's value, used when NAME itself is not set.
+FILE_VARIABLES = (
+    "REMINDERS_SECRET_KEY",
+    "REMINDERS_DATABASE_URL",
+    "REMINDERS_BROKER_URL",
+    "REMINDERS_METRICS_TOKEN",
+    "TWILIO_AUTH_TOKEN",
+    "SMTP_PASSWORD",
+)
+
+
+def from_files(variables: Mapping[str, str | None]) -> dict[str, str]:
+    """NAME for each NAME_FILE set while NAME is not, read from that file (one trailing line
+    break taken off, as `echo` and editors leave one)."""
+    found = {}
+    for name in FILE_VARIABLES:
+        path = variables.get(f"{name}_FILE")
+        if not path or variables.get(name):
+            continue
+        try:
+            found[name] = Path(path).read_text(encoding="utf-8").removesuffix("\n")
+        except OSError as exc:
+            raise ConfigError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from None
+    return found
+
+
+class _Files(PydanticBaseSettingsSource):
+    """The variables `from_files` reads, top-level ones and provider groups alike."""
+
+    def __init__(self, settings_cls: type[BaseSettings], variables: Mapping[str, str | None]):
+        super().__init__(settings_cls)
+        self.variables = variables
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # __call__ reads the files once
+
+    def __call__(self) -> dict[str, Any]:
+        files = from_files(self.variables)
+        if not files:
+            return {}
+        groups = _Groups(self.settings_cls, {**self.variables, **files})()
+        return {**files, **groups}
 
 
 class _Groups(PydanticBaseSettingsSource):
@@ -231,8 +292,13 @@ class Settings(BaseSettings):
     log_level: Annotated[str, AfterValidator(str.upper)] = Field(
         "INFO", validation_alias="REMINDERS_LOG_LEVEL"
     )
-    secret_key: str | None = Field(None, validation_alias="REMINDERS_SECRET_KEY", repr=False)
+    secret_key: Annotated[str, AfterValidator(_strong_key)] | None = Field(
+        None, validation_alias="REMINDERS_SECRET_KEY", repr=False
+    )
     broker_url: str | None = Field(None, validation_alias="REMINDERS_BROKER_URL")
+    # When set, /metrics answers only `Authorization: Bearer <token>` (Prometheus'
+    # `authorization` setting): it shows how many patients are waiting, and for what.
+    metrics_token: str | None = Field(None, validation_alias="REMINDERS_METRICS_TOKEN", repr=False)
     public_url: BaseUrl | None = Field(None, validation_alias="REMINDERS_PUBLIC_URL")
     twilio: TwilioSettings | None = None
     smtp: SmtpSettings | None = None
@@ -255,7 +321,7 @@ class Settings(BaseSettings):
         try:
             if environ is None:
                 return cls()
-            given = dict(environ)
+            given = {**dict(environ), **from_files(environ)}
             sources = (InitSettingsSource(cls, init_kwargs=given), _Groups(cls, given))
             return cls(_build_sources=(sources, {}))
         except ValidationError as error:
@@ -276,6 +342,7 @@ class Settings(BaseSettings):
         return (
             env_settings,
             _Groups(settings_cls, env_settings.env_vars),
+            _Files(settings_cls, env_settings.env_vars),
             dotenv_settings,
             _Groups(settings_cls, dotenv_settings.env_vars),
         )

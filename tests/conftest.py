@@ -20,7 +20,7 @@ import pytest
 from fakes.smtp import FakeSmtp
 from fakes.twilio import FakeTwilio
 from fastapi import FastAPI
-from processes import RedisServer
+from processes import CeleryProcess, RedisServer
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import OperationalError
@@ -215,7 +215,7 @@ def delivery_env(
         "REMINDERS_SENDING_WINDOW": "00:00-24:00",
         "REMINDERS_TIMEZONE": "UTC",
         "REMINDERS_PUBLIC_URL": "https://reminders.example.org",
-        "REMINDERS_SECRET_KEY": "synthetic-test-secret",
+        "REMINDERS_SECRET_KEY": "synthetic-test-secret-for-tests-only-0123456789",
         "REMINDERS_PROVIDER_TIMEOUT_SECONDS": "2",
         "REMINDERS_STUCK_AFTER_SECONDS": "5",
         # Where worker processes count what they do, as a deployment shares it with the web.
@@ -241,7 +241,7 @@ def web_settings(database_url: str) -> Settings:
     return Settings.from_env(
         {
             "REMINDERS_DATABASE_URL": database_url,
-            "REMINDERS_SECRET_KEY": "synthetic-test-secret",
+            "REMINDERS_SECRET_KEY": "synthetic-test-secret-for-tests-only-0123456789",
             "REMINDERS_SENDING_WINDOW": "00:00-24:00",
             "REMINDERS_TIMEZONE": "UTC",
         }
@@ -257,8 +257,12 @@ def factory(db_engine: Engine) -> sessionmaker[Session]:
 
 
 @pytest.fixture
-def app(web_settings: Settings, factory: sessionmaker[Session]) -> FastAPI:
-    return create_app(web_settings)
+def app(web_settings: Settings, factory: sessionmaker[Session]) -> Iterator[FastAPI]:
+    app = create_app(web_settings)
+    yield app
+    # Its pool's connections go with the test, not when the garbage collector gets to them:
+    # PostgreSQL's connections are shared with everything else running tests on this machine.
+    app.state.sessions.kw["bind"].dispose()
 
 
 @pytest.fixture
@@ -273,6 +277,31 @@ def bob(app: FastAPI) -> Staff:
     staff = Staff(app)
     assert staff.login(BOB).status_code == 303
     return staff
+
+
+@pytest.fixture
+def import_worker(delivery_env: dict[str, str], tmp_path: Path) -> Iterator[CeleryProcess]:
+    """A real Celery worker on the imports' queue: uploads on the staff pages are imported by
+    a worker, never in the web process."""
+    process = CeleryProcess(
+        "worker", delivery_env, tmp_path / "import-worker.log",
+        "--concurrency", "1", "--queues", "reminders.import",
+    ).start()  # fmt: skip
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def worker_app(
+    delivery_env: dict[str, str], factory: sessionmaker[Session], import_worker: CeleryProcess
+) -> Iterator[FastAPI]:
+    """The staff web app with a broker and a worker behind it, as `reminders up` runs it."""
+    keep = ("REMINDERS_DATABASE_URL", "REMINDERS_BROKER_URL", "REMINDERS_SECRET_KEY")
+    env = {name: delivery_env[name] for name in keep}
+    env.update(REMINDERS_SENDING_WINDOW="00:00-24:00", REMINDERS_TIMEZONE="UTC")
+    app = create_app(Settings.from_env(env))
+    yield app
+    app.state.sessions.kw["bind"].dispose()
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from reminders.interfaces.web.app import create_app
-from reminders.services import accounts
+from reminders.services import logins
 from reminders.settings import Settings
 from reminders.store import models
 from reminders.store.db import make_engine, make_sessionmaker, session_scope
@@ -32,7 +32,7 @@ def env(tmp_path: Path) -> dict[str, str]:
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(tmp_path),
         "REMINDERS_DATABASE_URL": url,
-        "REMINDERS_SECRET_KEY": "synthetic-test-secret",
+        "REMINDERS_SECRET_KEY": "synthetic-test-secret-for-tests-only-0123456789",
     }
 
 
@@ -98,18 +98,19 @@ def test_reset_gives_a_new_password_and_lifts_the_slowdown(env: dict[str, str]) 
     engine = make_engine(env["REMINDERS_DATABASE_URL"])
     factory = make_sessionmaker(engine)
     now = datetime.now(UTC)
-    for _ in range(accounts.FREE_ATTEMPTS + 1):
-        with session_scope(factory) as session:
-            try:
-                accounts.authenticate(session, "bob@example.org", "wrong", now)
-            except accounts.TooManyAttempts:
-                break
+
+    def log_in(password: str) -> models.User | None:
+        return logins.log_in(factory, "bob@example.org", password, now)
+
+    for _ in range(logins.FREE_ATTEMPTS):
+        assert log_in("wrong") is None
+    with pytest.raises(logins.TooManyAttempts):
+        log_in(PASSWORD)
     result = run(env, "user", "reset", "--email", "bob@example.org", "--password-stdin",
                  stdin="another-password-2")  # fmt: skip
     assert result.returncode == 0, result.stderr
-    with session_scope(factory) as session:
-        assert accounts.authenticate(session, "bob@example.org", PASSWORD, now) is None
-        assert accounts.authenticate(session, "bob@example.org", "another-password-2", now)
+    assert log_in(PASSWORD) is None
+    assert log_in("another-password-2") is not None
     engine.dispose()
 
 
@@ -148,8 +149,7 @@ def test_a_switched_off_account_cannot_log_in_until_switched_on(env: dict[str, s
     now = datetime.now(UTC)
 
     def can_log_in(email: str) -> bool:
-        with session_scope(factory) as session:
-            return accounts.authenticate(session, email, PASSWORD, now) is not None
+        return logins.log_in(factory, email, PASSWORD, now) is not None
 
     result = run(env, "user", "disable", "--email", "bob@example.org")
     assert result.stdout.strip() == "bob@example.org is switched off; their sessions have ended"

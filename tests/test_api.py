@@ -40,7 +40,7 @@ def app(database_url: str) -> FastAPI:
             {
                 "REMINDERS_DATABASE_URL": database_url,
                 "REMINDERS_SENDING_WINDOW": "00:00-24:00",
-                "REMINDERS_SECRET_KEY": "synthetic-test-secret",
+                "REMINDERS_SECRET_KEY": "synthetic-test-secret-for-tests-only-0123456789",
             }
         )
     )
@@ -52,9 +52,10 @@ def client(app: FastAPI) -> Iterator[TestClient]:
         yield client
 
 
-def add_token(app: FastAPI, name: str = "booking-system") -> str:
+def add_token(app: FastAPI, name: str = "booking-system", scope: str = "write") -> str:
     with session_scope(app.state.sessions) as session:
-        return accounts.add_token(session, name=name, now=datetime.now(UTC), actor="test").secret
+        now = datetime.now(UTC)
+        return accounts.add_token(session, name=name, now=now, actor="test", scope=scope).secret
 
 
 @pytest.fixture
@@ -146,6 +147,26 @@ def test_a_revoked_token_is_refused(app: FastAPI, client: TestClient, token: str
     assert "revoked" in response.json()["detail"]
 
 
+def test_a_read_only_token_reads_and_cannot_change_anything(
+    app: FastAPI, as_booking_system: TestClient
+) -> None:
+    enrolment_id = enrol(as_booking_system).json()["id"]
+    reader = TestClient(app)
+    reader.headers["Authorization"] = f"Bearer {add_token(app, 'clinic-dashboard', 'read')}"
+    assert reader.get(f"/api/v1/enrolments/{enrolment_id}").status_code == 200
+    for response in (
+        reader.post("/api/v1/enrolments", json=megan(booking_ref="BK-3999")),
+        reader.patch(f"/api/v1/enrolments/{enrolment_id}", json={"time": "11:00"}),
+        reader.post(f"/api/v1/enrolments/{enrolment_id}/cancel"),
+    ):
+        assert_refused(response, 403)
+        assert "may only read" in response.json()["detail"]
+    got = as_booking_system.get(f"/api/v1/enrolments/{enrolment_id}").json()
+    assert got["status"] == "active"
+    with session_scope(app.state.sessions) as session:
+        assert session.scalar(select(func.count()).select_from(models.Enrolment)) == 1
+
+
 def test_the_audit_log_names_the_booking_system(
     app: FastAPI, as_booking_system: TestClient
 ) -> None:
@@ -158,7 +179,9 @@ def test_the_audit_log_names_the_booking_system(
             )
         ).all()
         used = session.scalar(select(models.ApiToken.last_used_at))
-    assert sorted(entries) == [("cancel", "api:booking-system"), ("enrol", "api:booking-system")]
+        token_id = session.scalar(select(models.ApiToken.id))
+    actor = f"api:{token_id}:booking-system"  # which token, for good, and its name
+    assert sorted(entries) == [("cancel", actor), ("enrol", actor)]
     assert used is not None
 
 

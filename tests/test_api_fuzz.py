@@ -35,7 +35,7 @@ def make_app(database_url: str) -> FastAPI:
             {
                 "REMINDERS_DATABASE_URL": database_url,
                 "REMINDERS_SENDING_WINDOW": "00:00-24:00",
-                "REMINDERS_SECRET_KEY": "synthetic-test-secret",
+                "REMINDERS_SECRET_KEY": "synthetic-test-secret-for-tests-only-0123456789",
             }
         )
     )

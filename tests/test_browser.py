@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from browser import serve
 from playwright.sync_api import Page, expect
+from processes import CeleryProcess, RedisServer
 from staff import ALICE, PASSWORD, add_staff, in_days
 
 from reminders.config import Config
@@ -41,7 +42,7 @@ class Live:
 
 
 @pytest.fixture
-def live(tmp_path: Path) -> Iterator[Live]:
+def live(tmp_path: Path, redis_server: RedisServer) -> Iterator[Live]:
     url = f"sqlite:///{tmp_path / 'reminders.db'}"
     upgrade(url)
     engine = make_engine(url)
@@ -50,8 +51,9 @@ def live(tmp_path: Path) -> Iterator[Live]:
     settings = Settings.from_env(
         {
             "REMINDERS_DATABASE_URL": url,
-            "REMINDERS_SECRET_KEY": "synthetic-test-secret",
+            "REMINDERS_SECRET_KEY": "synthetic-test-secret-for-tests-only-0123456789",
             "REMINDERS_SENDING_WINDOW": "00:00-24:00",
+            "REMINDERS_BROKER_URL": redis_server.url,
         }
     )
     shots = Path(os.environ.get("REMINDERS_SCREENSHOT_DIR") or tmp_path / "screenshots")
@@ -124,7 +126,7 @@ def test_enrol_with_the_preview_find_reschedule_and_cancel(page: Page, live: Liv
 
     save.click()
     expect(page.get_by_role("heading", name="Megan Price")).to_be_visible()
-    expect(page.get_by_role("status").first).to_contain_text("Megan Price is enrolled (BK-8001)")
+    expect(page.get_by_role("status").first).to_contain_text("Enrolled. Every reminder is below.")
     expect(page.get_by_role("cell", name="scheduled").first).to_be_visible()
     page.screenshot(path=live.shots / "patient.png", full_page=True)
 
@@ -143,15 +145,27 @@ def test_enrol_with_the_preview_find_reschedule_and_cancel(page: Page, live: Liv
 
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Cancel procedure").click()
-    cancelled = (
-        "BK-8001 is cancelled. The patient is told, and nothing more of its plan will be sent."
-    )
+    cancelled = "Cancelled. The patient is told, and nothing more of its plan will be sent."
     expect(page.get_by_text(cancelled)).to_be_visible()
     expect(page.locator("dl.facts")).to_contain_text("cancelled")
     expect(page.get_by_role("button", name="Reschedule")).to_have_count(0)
 
 
 def test_import_a_csv_with_a_bad_row(page: Page, live: Live, tmp_path: Path) -> None:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "REMINDERS_DATABASE_URL": live.settings.database_url,
+        "REMINDERS_BROKER_URL": live.settings.broker_url or "",
+        "REMINDERS_SECRET_KEY": "synthetic-test-secret-for-tests-only-0123456789",
+    }
+    worker = CeleryProcess("worker", env, tmp_path / "worker.log", "--concurrency", "1").start()
+    try:
+        _import_a_csv_with_a_bad_row(page, live, tmp_path)
+    finally:
+        worker.stop()
+
+
+def _import_a_csv_with_a_bad_row(page: Page, live: Live, tmp_path: Path) -> None:
     day = in_days(3).isoformat()  # within the week the upcoming page shows
     csv_file = tmp_path / "tuesday.csv"
     csv_file.write_text(

@@ -661,3 +661,20 @@ def test_a_pipe_is_read_as_well_as_a_file(open_config: Config) -> None:
 def test_unusable_files_raise_before_anything_is_read_as_rows() -> None:
     with pytest.raises(UnusableFile, match="no booking_ref column"):
         open_csv(io.BytesIO(b"ref,name,procedure,date,time\r\nBK-1,A,sacroplasty,x,y\r\n"))
+
+
+def test_the_errors_file_neutralises_formulas_and_still_imports_once_fixed(
+    cli: Path, session: Session, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [patient(0, phone="+44 113 496 0000", name='=HYPERLINK("http://evil.example")')]
+    path = write_csv(cli / "list.csv", rows)
+    assert run_import(path, capsys).code == 1
+    errors_path = cli / "list.errors.csv"
+    refused = read_errors(errors_path)
+    assert refused[0]["name"] == '\'=HYPERLINK("http://evil.example")'
+    assert refused[0]["phone"] == "'+44 113 496 0000"
+    refused[0]["phone"] = "'+44 7911 100001"  # fixed in the spreadsheet, apostrophe and all
+    refused[0]["name"] = "Ceri Evans"
+    write_csv(errors_path, refused, header=list(refused[0]))
+    assert run_import(errors_path, capsys).code == 0
+    assert session.scalar(select(models.Patient.phone)) == "+447911100001"

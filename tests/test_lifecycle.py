@@ -179,11 +179,19 @@ def test_the_sweeper_counts_a_stopped_worker_as_a_crash(session: Session) -> Non
 
 
 def test_receipts_only_move_a_message_forward(session: Session) -> None:
-    reminder_id = reminder(session, "sent", provider_id="SM1", delivery_status="queued")
-    assert lifecycle.receipt(session, "SM1", "delivered", None) is not None
-    assert lifecycle.receipt(session, "SM1", "sent", None) is None  # late: changes nothing
-    assert lifecycle.receipt(session, "SM1", "failed", "30003") is None  # final already
-    assert lifecycle.receipt(session, "SM-unknown", "delivered", None) is None
+    reminder_id = reminder(
+        session, "sent", provider_id="SM1", delivery_status="queued", transport="twilio"
+    )
+
+    def receipt(provider_id: str, status: str, code: str | None = None) -> object:
+        return lifecycle.receipt(session, provider_id, status, code, transport="twilio")
+
+    assert receipt("SM1", "delivered") is not None
+    assert receipt("SM1", "sent") is None  # late: changes nothing
+    assert receipt("SM1", "failed", "30003") is None  # final already
+    # Another transport's message with that id (an email's): not Twilio's to change.
+    assert lifecycle.receipt(session, "SM1", "failed", "30003", transport="smtp") is None
+    assert receipt("SM-unknown", "delivered") is None
     assert fetch(session, reminder_id).delivery_status == "delivered"
 
 

@@ -150,7 +150,7 @@ def test_the_staff_pages_are_served_from_the_package(installed: Installed) -> No
         "from reminders.interfaces.web.app import create_app\n"
         "response = TestClient(create_app()).get('/login')\n"
         "print(response.status_code, 'name=\"password\"' in response.text)",
-        REMINDERS_SECRET_KEY="synthetic-secret",
+        REMINDERS_SECRET_KEY="synthetic-secret-for-tests-only-0123456789",
         REMINDERS_DATABASE_URL=f"sqlite:///{installed.home / 'pages.db'}",
     )
     assert result.returncode == 0, result.stderr

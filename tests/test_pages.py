@@ -10,14 +10,14 @@ from typing import Any
 
 from factories import make_full_enrolment
 from fastapi import FastAPI
-from processes import wait_for
+from processes import CeleryProcess, wait_for
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from staff import ALICE, BOB, PASSWORD, Staff, in_days
 
 from reminders.core.enrolment import FIELDS, SCHEMA
 from reminders.interfaces.web.deps import get_now
-from reminders.services import accounts, planning
+from reminders.services import logins, planning
 from reminders.store import models
 from reminders.store.db import session_scope
 
@@ -103,7 +103,7 @@ def test_login_needs_the_right_password_and_slows_down_after_repeated_failures(
     clock = [datetime.now(UTC)]
     app.dependency_overrides[get_now] = lambda: clock[0]
     staff = Staff(app)
-    for _ in range(accounts.FREE_ATTEMPTS):
+    for _ in range(logins.FREE_ATTEMPTS):
         response = staff.login(password="not-the-password")
         assert response.status_code == 401
         assert "The email address or password is not right." in response.text
@@ -196,10 +196,11 @@ def test_a_saved_enrolment_shows_every_reminder_in_local_time(alice: Staff) -> N
 def test_search_finds_by_name_phone_and_booking_reference(alice: Staff) -> None:
     enrolment_id = enrol(alice)
     for query in ("megan", "07911100050", "+44 7911 100050"):
-        page = alice.get(f"/search?q={query}").text
+        page = alice.post("/search", {"q": query}, page="/search").text
         assert f'href="/enrolments/{enrolment_id}"' in page, query
-    assert alice.get("/search?q=bk-7001").headers["location"] == f"/enrolments/{enrolment_id}"
-    assert "Nobody matches" in alice.get("/search?q=zzzz").text
+    found = alice.post("/search", {"q": "bk-7001"}, page="/search")
+    assert found.headers["location"] == f"/enrolments/{enrolment_id}"
+    assert "Nobody matches" in alice.post("/search", {"q": "zzzz"}, page="/search").text
 
 
 def test_upcoming_lists_procedures_by_day(alice: Staff) -> None:
@@ -223,7 +224,7 @@ def test_reschedule_and_cancel_from_the_patient_page(
         assert row is not None and (row.local_date, row.local_time.hour) == (new_day, 14)
         assert {r.state for r in row.reminders} == {"scheduled", "cancelled"}
     page = alice.follow(alice.post(f"{here}/cancel", {}, page=here)).text
-    assert "is cancelled. The patient is told, and nothing more of its plan will be sent" in page
+    assert "Cancelled. The patient is told, and nothing more of its plan will be sent" in page
     with session_scope(factory) as session:
         row = session.get(models.Enrolment, enrolment_id)
         assert row is not None and row.status == "cancelled"
@@ -352,8 +353,10 @@ def csv_text(rows: list[dict[str, str]]) -> bytes:
 
 
 def test_an_uploaded_csv_lands_its_good_rows_and_reports_the_bad_one(
-    alice: Staff, factory: sessionmaker[Session]
+    worker_app: FastAPI, factory: sessionmaker[Session], import_worker: CeleryProcess
 ) -> None:
+    alice = Staff(worker_app)
+    assert alice.login().status_code == 303
     day = in_days(12).isoformat()
     good = [
         {"booking_ref": f"UP-{n}", "name": f"Patient {n}", "phone": f"07911 1001{n:02d}",
@@ -387,6 +390,26 @@ def test_an_uploaded_csv_lands_its_good_rows_and_reports_the_bad_one(
     with session_scope(factory) as session:
         refs = session.scalars(select(models.Enrolment.booking_ref)).all()
         assert sorted(refs) == ["UP-0", "UP-1", "UP-2"]
+        # The worker imported it, and the file it was handed is gone.
+        assert session.scalar(select(func.count()).select_from(models.ImportUpload)) == 0
+    assert "reminders.import_upload" in import_worker.output()
+
+
+def test_without_a_worker_an_upload_is_refused_not_imported_in_the_web_process(
+    alice: Staff, factory: sessionmaker[Session]
+) -> None:
+    rows = [{"booking_ref": "UP-1", "name": "Ceri Evans", "phone": "07911 100101",
+             "procedure": "facet-joint-denervation", "date": in_days(12).isoformat(),
+             "time": "10:00"}]  # fmt: skip
+    response = alice.client.post(
+        "/import",
+        data={"csrf_token": alice.token("/import")},
+        files={"file": ("monday.csv", csv_text(rows), "text/csv")},
+    )
+    assert response.status_code == 422
+    assert "Imports run in the worker" in response.text
+    with session_scope(factory) as session:
+        assert session.scalar(select(func.count()).select_from(models.ImportRun)) == 0
 
 
 def test_an_unusable_upload_lands_nothing_and_says_why(

@@ -20,7 +20,7 @@ from reminders.store import models
 ENROLLED = utc(2026, 11, 20, 10)
 
 
-SECRET = {"REMINDERS_SECRET_KEY": "synthetic-test-secret"}
+SECRET = {"REMINDERS_SECRET_KEY": "synthetic-test-secret-for-tests-only-0123456789"}
 
 
 def count(session: Session, model: type[models.Base]) -> int:

@@ -71,7 +71,7 @@ def test_values_are_read_and_typed(clean: Path) -> None:
             "REMINDERS_TEMPLATES_DIR": str(clean / "unit-templates"),
             "REMINDERS_RETENTION_DAYS": "30",
             "REMINDERS_LOG_LEVEL": "debug",
-            "REMINDERS_SECRET_KEY": "synthetic-secret",
+            "REMINDERS_SECRET_KEY": "synthetic-secret-for-tests-only-0123456789",
             "REMINDERS_BROKER_URL": "redis://127.0.0.1:6379/0",
             "REMINDERS_PUBLIC_URL": "https://reminders.example.org/",
             "REMINDERS_PROVIDER_TIMEOUT_SECONDS": "2",
@@ -85,7 +85,7 @@ def test_values_are_read_and_typed(clean: Path) -> None:
     assert settings.templates_dir == clean / "unit-templates"
     assert settings.retention_days == 30
     assert settings.log_level == "DEBUG"
-    assert settings.secret_key == "synthetic-secret"
+    assert settings.secret_key == "synthetic-secret-for-tests-only-0123456789"
     assert settings.broker_url == "redis://127.0.0.1:6379/0"
     assert settings.public_url == "https://reminders.example.org"
     assert settings.provider_timeout == 2 and settings.stuck_after == 5
@@ -285,11 +285,64 @@ def test_secrets_stay_out_of_the_repr(clean: Path) -> None:
             **SMTP,
             "SMTP_USERNAME": "painunit",
             "SMTP_PASSWORD": "synthetic-smtp-password",
-            "REMINDERS_SECRET_KEY": "synthetic-secret-key",
+            "REMINDERS_SECRET_KEY": "synthetic-secret-key-for-tests-only-0123456789",
         }
     )
     shown = repr(settings)
     assert "painunit" in shown  # the groups are there: the test looks in the right place
-    for secret in ("synthetic-twilio-token", "synthetic-smtp-password", "synthetic-secret-key"):
+    for secret in (
+        "synthetic-twilio-token",
+        "synthetic-smtp-password",
+        "synthetic-secret-key-for-tests-only-0123456789",
+    ):
         assert secret not in shown
         assert secret not in repr(settings.twilio) + repr(settings.smtp)
+
+
+# --- secrets ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["x", "short-but-not-short-enough-0123"])
+def test_a_weak_secret_key_is_refused_saying_how_to_make_one(key: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env({"REMINDERS_SECRET_KEY": key})
+    assert str(refused.value) == (
+        f"REMINDERS_SECRET_KEY: at least 32 characters, got {len(key)}; make one with: "
+        "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+    )
+
+
+def test_secrets_can_come_from_files_as_containers_give_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, token = tmp_path / "key", tmp_path / "token"
+    key.write_text("k" * 40 + "\n")
+    token.write_text("synthetic-auth-token\n")
+    given = {
+        "REMINDERS_SECRET_KEY_FILE": str(key), "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+        "TWILIO_AUTH_TOKEN_FILE": str(token), "TWILIO_FROM": "+447700900000",
+    }  # fmt: skip
+    for settings in (Settings.from_env(given), _from_environment(monkeypatch, given)):
+        assert settings.secret_key == "k" * 40
+        assert settings.twilio is not None and settings.twilio.auth_token == "synthetic-auth-token"
+    # The variable itself wins over its file.
+    direct = Settings.from_env({**given, "REMINDERS_SECRET_KEY": "d" * 32})
+    assert direct.secret_key == "d" * 32
+
+
+def _from_environment(monkeypatch: pytest.MonkeyPatch, given: dict[str, str]) -> Settings:
+    monkeypatch.chdir(Path(__file__).parent)  # no .env here
+    for name in list(os.environ):
+        if name.startswith(("REMINDERS_", "TWILIO_", "SMTP_", "MAIL_")):
+            monkeypatch.delenv(name)
+    for name, value in given.items():
+        monkeypatch.setenv(name, value)
+    return Settings.from_env()
+
+
+def test_a_secret_file_that_cannot_be_read_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env({"REMINDERS_SECRET_KEY_FILE": str(tmp_path / "nowhere")})
+    assert str(refused.value) == (
+        f"REMINDERS_SECRET_KEY_FILE: cannot read {tmp_path / 'nowhere'}: No such file or directory"
+    )

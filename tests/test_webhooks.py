@@ -3,6 +3,8 @@ the app: delivery status moves forward only, and nothing changes without a valid
 
 from __future__ import annotations
 
+import re
+import secrets
 from datetime import timedelta
 from urllib.parse import urlencode
 
@@ -111,8 +113,9 @@ INBOUND = "https://reminders.example.org/webhooks/twilio/inbound"
 
 
 def inbound(client: TestClient, token: str, body: str, **extra: str) -> tuple[int, str]:
-    params = {"From": PHONE, "To": "+447911199999", "Body": body, "MessageSid": "SM" + "1" * 32,
-              **extra}  # fmt: skip
+    """A patient's message as Twilio posts it, each with its own MessageSid."""
+    params = {"From": PHONE, "To": "+447911199999", "Body": body,
+              "MessageSid": "SM" + secrets.token_hex(16), **extra}  # fmt: skip
     signature = RequestValidator(token).compute_signature(INBOUND, params)
     response = client.post(
         "/webhooks/twilio/inbound",
@@ -254,3 +257,73 @@ def test_logs_of_the_patient_side_carry_no_number_address_or_text(
                "Can I bring my daughter?", sent.body[:40]]  # fmt: skip
     for secret in secrets:
         assert secret not in output, secret
+
+
+def test_a_replayed_start_does_not_undo_a_later_stop(
+    w: World, client: TestClient, fake_twilio: FakeTwilio
+) -> None:
+    """A signed START captured on the way and posted again after the patient's STOP: the
+    same MessageSid, so it is recognised and changes nothing."""
+    token = fake_twilio.auth_token
+    start = "SM" + "5" * 32
+    assert inbound(client, token, "START", MessageSid=start)[0] == 200
+    assert inbound(client, token, "STOP")[0] == 200
+    assert inbound(client, token, "START", MessageSid=start)[0] == 200  # the replay
+    with session_scope(w.factory) as session:
+        opted_out = session.scalars(select(models.OptOut.destination)).all()
+    assert opted_out == [PHONE]
+    w.enrol(email=None)
+    w.deliver()
+    assert fake_twilio.messages_to(PHONE) == []
+
+
+def test_a_status_callback_changes_only_a_message_twilio_sent(
+    w: World, client: TestClient, fake_twilio: FakeTwilio
+) -> None:
+    w.enrol(phone=None)
+    w.deliver()
+    email = next(r for r in w.reminders("sent") if r.channel == "email")
+    assert email.provider_id and email.transport == "smtp"
+    before = status_of(w, email.id)
+    posted = post(client, receipt(email.provider_id, "undelivered", ErrorCode="30003"),
+                  token=fake_twilio.auth_token)  # fmt: skip
+    assert posted == 204
+    assert status_of(w, email.id) == before
+
+
+def test_an_old_unsubscribe_link_does_not_unsubscribe_whoever_has_the_id_now(
+    w: World, client: TestClient, fake_smtp: FakeSmtp
+) -> None:
+    """After the retention purge an id can be someone else's (SQLite reuses them): the link is
+    bound to the address it was sent to, so it unsubscribes nobody else."""
+    w.enrol()
+    w.deliver()
+    path = unsubscribe_link(fake_smtp)
+    with session_scope(w.factory) as session:  # the row now belongs to someone new
+        patient = session.scalars(select(models.Patient)).one()
+        patient.email = "someone.else@example.org"
+    assert client.get(path).status_code == 404
+    assert client.post(path, content="List-Unsubscribe=One-Click",
+                       headers={"Content-Type": "application/x-www-form-urlencoded"}
+                       ).status_code == 404  # fmt: skip
+    with session_scope(w.factory) as session:
+        assert session.scalars(select(models.OptOut)).all() == []
+
+
+def test_the_unsubscribe_header_goes_over_the_wire_as_mail_programs_read_it(
+    w: World, fake_smtp: FakeSmtp
+) -> None:
+    """Read from the raw bytes the mail server received: a parsed message decodes RFC 2047
+    encoded words, which hid that the header was sent encoded (and so unusable)."""
+    w.enrol()
+    w.deliver()
+    raw = fake_smtp.received[0].raw.decode("ascii")
+    headers = raw.split("\r\n\r\n", 1)[0]
+    line = next(h for h in headers.split("\r\n") if h.startswith("List-Unsubscribe:"))
+    assert re.fullmatch(
+        r"List-Unsubscribe: <https://reminders\.example\.org/unsubscribe/[A-Za-z0-9._-]+>, "
+        r"<mailto:[^>]+\?subject=unsubscribe>",
+        line,
+    ), line
+    assert "=?utf-8?" not in line
+    assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in headers

@@ -68,17 +68,19 @@ def outgoing(
         subject=subject if isinstance(subject, str) else None,
         html=html if isinstance(html, str) else None,
         attachments=attachments,
-        headers=_unsubscribe_headers(config, enrolment.patient_id, mailbox),
+        headers=_unsubscribe_headers(config, enrolment.patient_id, to, mailbox),
     )
 
 
-def _unsubscribe_headers(config: Config, patient_id: int, mailbox: str) -> dict[str, str]:
+def _unsubscribe_headers(
+    config: Config, patient_id: int, address: str, mailbox: str
+) -> dict[str, str]:
     """A signed one-click link (RFC 8058) where the app is reachable, and a mailto always."""
     settings = config.settings
     mailto = f"<mailto:{mailbox}?subject=unsubscribe>"
     if not (settings.public_url and settings.secret_key):
         return {"List-Unsubscribe": mailto}
-    url = unsubscribe.link(settings.public_url, settings.secret_key, patient_id)
+    url = unsubscribe.link(settings.public_url, settings.secret_key, patient_id, address)
     return {
         "List-Unsubscribe": f"<{url}>, {mailto}",
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",

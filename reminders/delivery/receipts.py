@@ -12,13 +12,15 @@ from reminders.store import journal, lifecycle
 
 def record(
     session: Session, provider_id: str, status: str | None, error_code: str | None,
-    now: datetime,
+    now: datetime, *, transport: str,
 ) -> bool:  # fmt: skip
-    """Apply a receipt to the message with this provider id; True if it changed. `status` is
-    one of `lifecycle.RANK`'s, or None for one the transport does not know (ignored)."""
+    """Apply a receipt from `transport` to the message it sent with this provider id; True if
+    it changed. `status` is one of `lifecycle.RANK`'s, or None for one the transport does not
+    know (ignored). Only that transport's messages: Twilio's callback with an email's id must
+    not change the email."""
     if status not in lifecycle.RANK or not provider_id:
         return False
-    reminder = lifecycle.receipt(session, provider_id, status, error_code)
+    reminder = lifecycle.receipt(session, provider_id, status, error_code, transport=transport)
     if reminder is None:
         return False
     if status in lifecycle.NOT_RECEIVED:

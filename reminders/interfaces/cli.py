@@ -238,7 +238,9 @@ def cmd_token(args: argparse.Namespace) -> int:
 
     with _database_session() as session:
         if args.token_command == "add":
-            new = accounts.add_token(session, name=args.name, now=parse_now(None), actor="cli")
+            new = accounts.add_token(
+                session, name=args.name, now=parse_now(None), actor="cli", scope=args.scope
+            )
             print(new.secret)
             print(f"Token {new.token.id}. Keep it safe: it is shown only once.", file=sys.stderr)
         elif args.token_command == "revoke":
@@ -308,6 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token_add = token.add_parser("add", help="create an API token and print it once")
     token_add.add_argument("--name", required=True, help="which booking system will use it")
+    token_add.add_argument(
+        "--scope", choices=("read", "write"), default="write",
+        help="write (the default): enrol, change and cancel as well as read; read: only read",
+    )  # fmt: skip
     token.add_parser("list", help="every token: id, booking system, last use, whether it works")
     token_revoke = token.add_parser("revoke", help="stop a token working, at once and for good")
     token_revoke.add_argument("id", type=int, help="its number, from `reminders token list`")

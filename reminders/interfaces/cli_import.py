@@ -15,7 +15,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from reminders.config import Config
 from reminders.interfaces.cli import EXIT_USAGE, UsageError, parse_now
-from reminders.services.csvfile import UnusableFile, open_csv
+from reminders.services.csvfile import UnusableFile, neutralise, open_csv
 from reminders.services.imports import ImportInterrupted, ImportReport, Refusal, import_csv
 from reminders.store.db import make_engine, make_sessionmaker
 from reminders.store.migrate import check_current
@@ -40,8 +40,9 @@ class _ErrorsFile:
         if self._writer is None:
             out = self._stack.enter_context(self.path.open("w", encoding="utf-8-sig", newline=""))
             self._writer = csv.writer(out)
-            self._writer.writerow(["line", "reason", *self.columns])
-        self._writer.writerow([refusal.line, refusal.reason, *refusal.row.values()])
+            self._writer.writerow([neutralise(c) for c in ["line", "reason", *self.columns]])
+        cells = [refusal.line, refusal.reason, *refusal.row.values()]
+        self._writer.writerow([neutralise(str(cell)) for cell in cells])
         self.written += 1
 
     def close(self) -> None:

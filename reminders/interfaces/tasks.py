@@ -6,6 +6,7 @@ to them) and never change.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from reminders.config import Config
 from reminders.delivery import dispatch, send, sweep
 from reminders.delivery.transports import Transports
-from reminders.services import retention
+from reminders.services import import_runs, retention
 from reminders.settings import Settings
 from reminders.store.db import make_engine, make_sessionmaker, session_scope
 from reminders.store.models import utcnow as now
@@ -31,7 +32,12 @@ class Queues:
 
     DISPATCH = "reminders.dispatch"  # the periodic dispatcher and sweeper: small and frequent
     SEND = "reminders.send"  # batches of reminder ids to send now
+    IMPORT = "reminders.import"  # CSV files uploaded on the staff pages, one run per task
 
+
+# Set by every run of the dispatcher: /healthz and /metrics read its age, so a stopped beat (and
+# with it every reminder, blood-thinner ones included) is seen within a minute.
+HEARTBEAT_KEY = "reminders:dispatcher:heartbeat"
 
 SEND_BATCH = 25  # ids per send task: one claim and one commit per batch, sends in parallel
 SEND_THREADS = 16  # provider calls in flight per worker process; they mostly wait on the network
@@ -102,6 +108,8 @@ def publish_send(ids: Sequence[int]) -> None:
 def dispatch_due(self: Any) -> int:
     """Claim what is due and queue it; runs every second from beat."""
     rt = runtime()
+    with self.app.connection_for_write() as connection:
+        connection.default_channel.client.set(HEARTBEAT_KEY, time.time())
 
     def backlog() -> int:
         with self.app.connection_for_read() as connection:
@@ -132,3 +140,15 @@ def purge() -> dict[str, int]:
             session, now=now(), retention_days=rt.settings.retention_days, actor="retention"
         )
     return {"enrolments": purged.enrolments, "reminders": purged.reminders}
+
+
+# An import of a long day list outlives the sends' time limit (task_time_limit in worker.py),
+# which exists to stop a slow send racing the sweeper; an import has no such race.
+IMPORT_TIME_LIMIT = 3600
+
+
+@shared_task(name="reminders.import_upload", ignore_result=True, time_limit=IMPORT_TIME_LIMIT)
+def import_upload(run_id: int) -> None:
+    """Import a CSV file uploaded on the staff pages (services/import_runs.py)."""
+    rt = runtime()
+    import_runs.run(rt.sessions, rt.config, run_id)

@@ -99,6 +99,21 @@ def _has_staff(url: str) -> bool:
         engine.dispose()
 
 
+def kept_key(var: Path) -> str:
+    """Embedded mode's secret key, made on the first run and kept in the data folder: a
+    restart must neither log staff out nor break the unsubscribe links already emailed."""
+    path = var / "secret-key"
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    key = secrets.token_urlsafe(32)
+    # Readable by this user only; written whole or not at all.
+    fd = os.open(path.with_suffix(".new"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(key + "\n")
+    os.replace(path.with_suffix(".new"), path)
+    return key
+
+
 def run(port: int) -> int:
     settings = Settings.from_env()
     env = dict(os.environ)
@@ -131,9 +146,9 @@ def run(port: int) -> int:
             shutil.rmtree(counts, ignore_errors=True)
             counts.mkdir()
             env["PROMETHEUS_MULTIPROC_DIR"] = str(counts.resolve())
-        # Embedded mode only: sessions signed with a key that lives as long as this run. A key
-        # or address from .env is in the settings, not in os.environ, and must not be replaced.
-        env["REMINDERS_SECRET_KEY"] = settings.secret_key or secrets.token_urlsafe(32)
+        # A key or address from .env is in the settings, not in os.environ, and must not be
+        # replaced.
+        env["REMINDERS_SECRET_KEY"] = settings.secret_key or kept_key(var)
         env["REMINDERS_PUBLIC_URL"] = settings.public_url or f"http://127.0.0.1:{port}"
         upgrade(settings.database_url)
         celery = str(BIN / "celery")

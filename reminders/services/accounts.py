@@ -11,43 +11,26 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from functools import cache
+from datetime import datetime
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from reminders.core.parsers import parse_email
+from reminders.core.parsers import has_control_character, parse_email
 from reminders.store import journal, models
 
 MIN_PASSWORD_LENGTH = 12
-# Failed logins allowed in a row before each further attempt must wait, and the longest wait.
-FREE_ATTEMPTS = 5
-MAX_WAIT = timedelta(minutes=15)
+# A token's name is part of the actor the audit log records for what it does (`actor`), which
+# has room for 200 characters.
+MAX_TOKEN_NAME = 100
 
 _hasher = PasswordHasher()
 
 
-@cache
-def _dummy_hash() -> str:
-    """Verified against when the email is unknown, so that a wrong address takes as long to
-    refuse as a wrong password and does not tell an attacker which addresses have accounts."""
-    return _hasher.hash(secrets.token_urlsafe(16))
-
-
 class AccountError(ValueError):
     """The account or token cannot be created as asked; the message says what to fix."""
-
-
-class TooManyAttempts(Exception):
-    def __init__(self, wait: timedelta) -> None:
-        self.seconds = max(1, int(wait.total_seconds() + 0.999))
-        super().__init__(
-            f"Too many failed attempts. Try again in {self.seconds} seconds, "
-            "or ask an administrator to reset your password."
-        )
 
 
 def normalise_email(value: str) -> str:
@@ -109,9 +92,11 @@ def reset_password(
     """A new password, which also lifts a login slowdown and ends every session."""
     user = _existing(session, email)
     user.password_hash = hash_password(password)
-    user.failed_logins = 0
-    user.last_failed_at = None
     user.sessions_valid_after = now
+    # The address's login slowdown goes with the old password.
+    session.execute(
+        delete(models.LoginAttempts).where(models.LoginAttempts.address == user.email.lower())
+    )
     _audit(session, now, actor, "password-reset", user)
     return user
 
@@ -186,41 +171,6 @@ def _keep_an_admin(session: Session, leaving: models.User) -> None:
         )
 
 
-def wait_before_next_attempt(user: models.User, now: datetime) -> timedelta:
-    """How long this account must wait before a password is checked again: nothing for the
-    first few failures, then doubling from one second up to MAX_WAIT."""
-    if user.failed_logins < FREE_ATTEMPTS or user.last_failed_at is None:
-        return timedelta(0)
-    wait = min(timedelta(seconds=2 ** (user.failed_logins - FREE_ATTEMPTS)), MAX_WAIT)
-    return max(timedelta(0), user.last_failed_at + wait - now)
-
-
-def authenticate(session: Session, email: str, password: str, now: datetime) -> models.User | None:
-    """The user these credentials belong to, or None. Raises `TooManyAttempts` without
-    checking the password while the account must wait."""
-    user = find_user(session, email)
-    if user is None or user.disabled_at is not None:
-        # Refused in the same words and time as a wrong password: a switched-off account
-        # is not told apart from one that never was.
-        _verify(_dummy_hash(), password)
-        journal.audit(session, "anonymous", "login-failed", now=now)
-        return None
-    wait = wait_before_next_attempt(user, now)
-    if wait > timedelta(0):
-        raise TooManyAttempts(wait)
-    if not _verify(user.password_hash, password):
-        user.failed_logins += 1
-        user.last_failed_at = now
-        journal.audit(session, "anonymous", "login-failed", now=now)
-        return None
-    user.failed_logins = 0
-    user.last_failed_at = None
-    if _hasher.check_needs_rehash(user.password_hash):
-        user.password_hash = _hasher.hash(password)
-    journal.audit(session, user.email, "login", now=now)
-    return user
-
-
 def log_out(session: Session, user: models.User, now: datetime) -> None:
     """End every session of this user, here and on every other computer."""
     user.sessions_valid_after = now
@@ -244,15 +194,22 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def add_token(session: Session, *, name: str, now: datetime, actor: str) -> NewToken:
+def add_token(
+    session: Session, *, name: str, now: datetime, actor: str, scope: str = "write"
+) -> NewToken:
+    if scope not in models.TOKEN_SCOPES:
+        raise AccountError(f"scope: {scope!r} is not one of {', '.join(models.TOKEN_SCOPES)}")
     name = name.strip()
-    if not name or len(name) > 200:
-        raise AccountError("name: give the booking system a name of at most 200 characters")
+    if not name or len(name) > MAX_TOKEN_NAME or has_control_character(name):
+        raise AccountError(
+            f"name: give the booking system a name of at most {MAX_TOKEN_NAME} characters, "
+            "on one line"
+        )
     secret = "rmd_" + secrets.token_urlsafe(32)
-    token = models.ApiToken(name=name, token_hash=_digest(secret), created_at=now)
+    token = models.ApiToken(name=name, token_hash=_digest(secret), created_at=now, scope=scope)
     session.add(token)
     session.flush()
-    journal.audit(session, actor, "token-add", now=now, token=token.id)
+    journal.audit(session, actor, "token-add", now=now, token=token.id, scope=scope)
     return NewToken(token, secret)
 
 
@@ -265,6 +222,12 @@ def revoke_token(session: Session, *, token_id: int, now: datetime, actor: str) 
         token.revoked_at = now
         journal.audit(session, actor, "token-revoke", now=now, token=token.id)
     return token
+
+
+def actor(token: models.ApiToken) -> str:
+    """Who a token's requests are in the audit log: its id, which names it for good, and its
+    name, which people read."""
+    return f"api:{token.id}:{token.name}"[:200]
 
 
 def token_for(session: Session, secret: str, now: datetime) -> models.ApiToken | None:

@@ -24,7 +24,7 @@ from itertools import islice
 from typing import BinaryIO
 
 from sqlalchemy import select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from reminders.config import Config
@@ -306,6 +306,14 @@ def _land_one(
     except enrolments.EnrolmentRefused as exc:
         outcome.refusals.append(row.refusal(str(exc)))
         return
+    except DataError as exc:
+        # A value the checks let through and the database does not take (a bug in the checks):
+        # this row is refused, and the rows after it still land.
+        log.warning("line %d refused by the database: %s", row.line, type(exc.orig).__name__)
+        outcome.refusals.append(
+            row.refusal("the database refused a value of this row; check each field's length")
+        )
+        return
     if result.created:
         outcome.created += 1
     elif result.enrolment.schedule_version != version:
@@ -327,7 +335,9 @@ def _land_new(
     try:
         with session.begin_nested():
             insert_new(session, [plan for _, plan in plans], now=now, actor=actor)
-    except IntegrityError:
+    except (IntegrityError, DataError):
+        # Another writer was first, or a row the database refuses: one at a time, so that only
+        # that row is refused.
         return [(row, plan.enrolment) for row, plan in plans]
     outcome.created += len(plans)
     outcome.warnings += sum(len(plan.warnings) + len(plan.calls) for _, plan in plans)

@@ -4,10 +4,12 @@ opts it back in, HELP asks who we are; anything else is a reply for staff to rea
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from xml.sax.saxutils import escape
 
 from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from reminders.core.protocols import Unit
@@ -34,10 +36,40 @@ def keyword(body: str, opt_out_type: str | None) -> str:
     return words[0].strip(".!") if len(words) == 1 else ""
 
 
+# How long a message's id is remembered: a replay later than this would be handled again.
+# The ids alone, no patient data.
+REMEMBER_IDS = timedelta(days=400)
+
+
+def forget_old_ids(session: Session, now: datetime) -> None:
+    table = models.InboundMessage
+    session.execute(delete(table).where(table.received_at < now - REMEMBER_IDS))
+
+
+def first_time(session: Session, provider_id: str, now: datetime) -> bool:
+    """Whether the message with this id is new; recorded as seen in the same transaction as
+    what it changes, so that two deliveries of it at once cannot both be handled."""
+    table = models.InboundMessage
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    # RETURNING, not the row count, which psycopg reports as 1 for a row left alone.
+    added = session.scalar(
+        insert(table)
+        .values(provider_id=provider_id[:64], received_at=now)
+        .on_conflict_do_nothing(index_elements=["provider_id"])
+        .returning(table.provider_id)
+    )
+    return added is not None
+
+
 def handle_inbound(
     session: Session, unit: Unit, *, sender: str, body: str, opt_out_type: str | None,
-    now: datetime,
+    now: datetime, provider_id: str = "",
 ) -> Answer:  # fmt: skip
+    """What a patient's message does. A message the provider has delivered before (by its id,
+    MessageSid) does nothing again: opt-outs and opt-ins are applied in the order they first
+    arrived, never by a replay."""
+    if provider_id and not first_time(session, provider_id, now):
+        return Answer(EMPTY_TWIML, "repeat")
     word = keyword(body, opt_out_type)
     if word in STOP_WORDS:
         opt_out(session, "sms", sender, source="STOP reply", now=now)

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
+from reminders.services import logins, replies
 from reminders.store import journal, models
 
 R, E = models.Reminder, models.Enrolment
@@ -48,6 +49,8 @@ def episodes_over(session: Session, cutoff: datetime) -> list[int]:
 
 def purge(session: Session, *, now: datetime, retention_days: int, actor: str) -> Purged:
     cutoff = now - timedelta(days=retention_days)
+    logins.purge(session, now)
+    replies.forget_old_ids(session, now)
     # The rows an upload refused are patient data too, with no episode of their own: they go
     # when the upload is as old as an ended episode would be.
     session.execute(

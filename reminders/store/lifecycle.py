@@ -393,7 +393,7 @@ NOT_RECEIVED = ("undelivered", "failed")
 
 
 def receipt(
-    session: Session, provider_id: str, status: str, error_code: str | None
+    session: Session, provider_id: str, status: str, error_code: str | None, *, transport: str
 ) -> models.Reminder | None:
     """Record a delivery receipt (in our words, `RANK`) for the message the provider knows by
     `provider_id`; the reminder if it moved on, None if the receipt was old news."""
@@ -406,7 +406,7 @@ def receipt(
         }
     moved = session.scalar(
         update(R)
-        .where(R.provider_id == provider_id, rank < RANK[status])
+        .where(R.provider_id == provider_id, R.transport == transport, rank < RANK[status])
         .values(**values)
         .returning(R.id)
         .execution_options(synchronize_session=False)

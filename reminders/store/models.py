@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     Time,
@@ -199,6 +200,16 @@ class OptOut(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class InboundMessage(Base):
+    """A message a patient sent, by the provider's id, once handled: a signed webhook captured
+    and posted again (a START replayed after a later STOP) is recognised and does nothing."""
+
+    __tablename__ = "inbound_messages"
+
+    provider_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class AttentionItem(Base):
     """An entry on the staff's "needs attention" list; `needs_call` puts it on the call list."""
 
@@ -253,6 +264,7 @@ class PurgedTotal(Base):
 
 
 ROLES = ("staff", "admin")
+TOKEN_SCOPES = ("read", "write")
 
 
 class User(Base):
@@ -266,13 +278,24 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(200))  # argon2id, with its parameters
     role: Mapped[str] = mapped_column(String(16), default="staff", server_default="staff")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    # Failed logins in a row, and the last one: each further attempt waits longer.
-    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
-    last_failed_at: Mapped[datetime | None] = mapped_column()
     # Sessions that began before this are no longer accepted (log out, password change).
     sessions_valid_after: Mapped[datetime | None] = mapped_column()
     # Set when the account is switched off (someone who has left): no login, no session.
     disabled_at: Mapped[datetime | None] = mapped_column()
+
+
+class LoginAttempts(Base):
+    """Password checks of one email address since its last good login, for any address typed,
+    whether it has an account or not: an address without one is slowed down the same, so the
+    slowdown does not tell a stranger which addresses have accounts (services/logins.py)."""
+
+    __tablename__ = "login_attempts"
+
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)  # lower-cased
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # No password is checked for this address before then.
+    locked_until: Mapped[datetime | None] = mapped_column()
+    last_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class ApiToken(Base):
@@ -283,6 +306,9 @@ class ApiToken(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # What it may do (TOKEN_SCOPES): "read" enrolments only, or "write" (enrol, change, cancel)
+    # as well. Tokens from before scopes were all "write".
+    scope: Mapped[str] = mapped_column(String(8), default="write", server_default="write")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column()
     revoked_at: Mapped[datetime | None] = mapped_column()
@@ -290,7 +316,7 @@ class ApiToken(Base):
 
 IMPORT_STATUSES = ("running", "finished", "unusable")
 # An upload lands a batch of rows every second or so; one that has not for this long has been
-# stopped by its web process ending (a restart, a deployment) and will not go on.
+# stopped by its worker ending (a restart, a deployment) and will not go on.
 IMPORT_STALLED = timedelta(minutes=2)
 
 
@@ -312,7 +338,7 @@ class ImportRun(Base):
     refused: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     problem: Mapped[str | None] = mapped_column(Text)  # why the file itself was unusable
     # Set when it starts and after every batch that lands: a run that has gone quiet for
-    # STALLED was stopped from outside (the web process restarted) and will not finish.
+    # STALLED was stopped from outside (its worker restarted) and will not finish.
     heartbeat_at: Mapped[datetime | None] = mapped_column()
 
     def stopped(self, now: datetime) -> bool:
@@ -339,3 +365,15 @@ class ImportRefusal(Base):
     booking_ref: Mapped[str | None] = mapped_column(String(200))
     reason: Mapped[str] = mapped_column(Text)
     row: Mapped[str] = mapped_column(Text)  # JSON object of the row's columns
+
+
+class ImportUpload(Base):
+    """The file of an upload, kept until a worker has imported it: the web process hands the
+    import to a worker (which may run on another machine) through the database, not a disk."""
+
+    __tablename__ = "import_uploads"
+
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("import_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    content: Mapped[bytes] = mapped_column(LargeBinary)

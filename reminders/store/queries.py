@@ -81,10 +81,19 @@ def waiting_count(session: Session) -> int:
 
 
 def audit_log(
-    session: Session, *, before: int | None = None, limit: int = 100
-) -> list[models.AuditEntry]:
+    session: Session, *, before: int | None = None, limit: int | None = 100,
+    actor: str = "", action: str = "", enrolment_id: int | None = None,
+) -> list[models.AuditEntry]:  # fmt: skip
+    """Newest first; `actor`, `action` and `enrolment_id` narrow it down (an administrator
+    answering "who looked at this patient?")."""
     A = models.AuditEntry
     query = select(A).order_by(A.id.desc()).limit(limit)
     if before is not None:
         query = query.where(A.id < before)
+    if actor:
+        query = query.where(func.lower(A.actor) == actor.strip().lower())
+    if action:
+        query = query.where(A.action == action.strip())
+    if enrolment_id is not None:
+        query = query.where(A.enrolment_id == enrolment_id)
     return list(session.scalars(query))

@@ -18,6 +18,7 @@ class Received:
     envelope_from: str
     recipients: list[str]
     message: EmailMessage
+    raw: bytes  # as it came over the wire, before any decoding
 
 
 class _Handler:
@@ -37,7 +38,7 @@ class _Handler:
         parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self.server.lock:
             self.server.received.append(
-                Received(envelope.mail_from, list(envelope.rcpt_tos), parsed)  # type: ignore[arg-type]
+                Received(envelope.mail_from, list(envelope.rcpt_tos), parsed, envelope.content)  # type: ignore[arg-type]
             )
         return "250 Message accepted"
 

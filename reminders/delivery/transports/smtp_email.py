@@ -27,6 +27,12 @@ def message_id(reminder_id: int, mail_from: str) -> str:
     return f"<reminder-{reminder_id}@{domain}>"
 
 
+# Lines up to RFC 5322's limit of 998: at the default 78, the List-Unsubscribe header's long
+# URL (one word, no space to fold at) was folded into RFC 2047 encoded words, which mail
+# programs do not decode in that header, so one-click unsubscribe (RFC 8058) never worked.
+WIRE = SMTP.clone(max_line_length=998)
+
+
 def build(message: OutgoingMessage, mail_from: str) -> EmailMessage:
     email = EmailMessage()
     email["From"] = mail_from
@@ -75,7 +81,7 @@ class SmtpEmail:
             _check(*smtp.rcpt(message.to), what="the address")
             delivered_data = True
             # SMTP lines end in CRLF; smtplib fixes line endings of text, not of bytes.
-            _check(*smtp.data(email.as_bytes(policy=SMTP)), what="the message")
+            _check(*smtp.data(email.as_bytes(policy=WIRE)), what="the message")
         except (PermanentError, TransientError):
             raise
         except smtplib.SMTPAuthenticationError as exc:

@@ -18,7 +18,8 @@ from reminders.interfaces.web.auth import AdminForm, AdminUser, StaffForm, Staff
 from reminders.interfaces.web.deps import DbSession, Now
 from reminders.interfaces.web.pages import found
 from reminders.interfaces.web.rendering import flash, page
-from reminders.services import accounts
+from reminders.interfaces.web.throttle import Throttled, throttle
+from reminders.services import accounts, logins
 from reminders.store import models
 
 router = APIRouter(include_in_schema=False)
@@ -38,6 +39,7 @@ def _accounts_page(
     tokens = session.scalars(select(models.ApiToken).order_by(models.ApiToken.id)).all()
     return page(
         request, "staff.html", users=users, tokens=tokens, roles=models.ROLES,
+        attempts=logins.attempts_by_address(session),
         error=error, email=email, token_error=token_error, token_name=token_name,
         status_code=422 if error or token_error else 200,
     )  # fmt: skip
@@ -127,7 +129,9 @@ def add_token(request: Request, form: AdminForm, session: DbSession, now: Now) -
     admin: models.User = request.state.user
     name = str(form.get("name") or "")
     try:
-        new = accounts.add_token(session, name=name, now=now, actor=admin.email)
+        new = accounts.add_token(
+            session, name=name, now=now, actor=admin.email, scope=str(form.get("scope") or "write")
+        )
     except accounts.AccountError as exc:
         return _accounts_page(request, session, token_error=str(exc), token_name=name)
     return _shown_once(
@@ -157,13 +161,23 @@ def change_password(request: Request, form: StaffForm, session: DbSession, now: 
     user: models.User = request.state.user
     new = str(form.get("new") or "")
     try:
+        # Limited like a login: a session left open must not become a way to guess the password.
+        throttle(request).password_check(request, user.id)
+    except Throttled as exc:
+        response = page(request, "account.html", error=str(exc), status_code=429)
+        response.headers["Retry-After"] = str(exc.seconds)
+        return response
+    try:
         if new != form.get("again"):
             raise accounts.AccountError("new password: the two new passwords are not the same")
-        accounts.change_password(
-            session, user, current=str(form.get("current") or ""), new=new, now=now
-        )
+        with throttle(request).hash_slot():
+            accounts.change_password(
+                session, user, current=str(form.get("current") or ""), new=new, now=now
+            )
     except accounts.AccountError as exc:
         return page(request, "account.html", error=str(exc), status_code=422)
+    except Throttled as exc:
+        return page(request, "account.html", error=str(exc), status_code=429)
     # Every other session has ended; this one goes on, as if it had just logged in.
     request.session["began"] = now.timestamp()
     flash(request, "Your password is changed. You have been logged out everywhere else.")

@@ -57,7 +57,7 @@ def booking_system(
     now: Now,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> str:
-    """The actor recorded in the audit log for this request, `api:<token name>`."""
+    """The actor recorded in the audit log for this request, `api:<token id>:<token name>`."""
     challenge = {"WWW-Authenticate": "Bearer"}
     if credentials is None:
         raise ApiError(
@@ -71,7 +71,15 @@ def booking_system(
             raise ApiError(
                 401, "This API token is not valid or has been revoked.", headers=challenge
             )
-        return f"api:{token.name}"
+        request.state.api_scope = token.scope
+        return accounts.actor(token)
+
+
+def writing_system(request: Request, actor: Annotated[str, Depends(booking_system)]) -> str:
+    """The actor of a request that changes enrolments: its token must be allowed to."""
+    if request.state.api_scope != "write":
+        raise ApiError(403, "This API token may only read enrolments; ask for one that writes.")
+    return actor
 
 
 def get_sessions(request: Request) -> sessionmaker[Session]:
@@ -79,7 +87,7 @@ def get_sessions(request: Request) -> sessionmaker[Session]:
     return sessions
 
 
-Actor = Annotated[str, Depends(booking_system)]
+Actor = Annotated[str, Depends(writing_system)]
 # Each handler runs its own transaction: a refusal rolls back as it leaves the block, before
 # ApiRoute answers it, and the commit happens before the response is sent, so a client never
 # gets a 201 for an enrolment that a failed commit lost. Writes read first (is this booking
@@ -92,6 +100,7 @@ Sessions = Annotated[sessionmaker[Session], Depends(get_sessions)]
 
 _REFUSALS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "No API token, or one that is not valid"},
+    403: {"model": Problem, "description": "The token may only read (a write was asked for)"},
     422: {"model": Problem, "description": "The request is not valid; `problems` says why"},
 }
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from celery import Celery
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import generate_latest
@@ -15,8 +17,11 @@ from reminders import logs, metrics
 from reminders.config import Config
 from reminders.core.errors import ConfigError
 from reminders.interfaces.web import admin, api, auth, pages, uploads, webhooks
+from reminders.interfaces.web.bodies import BodyLimit
+from reminders.interfaces.web.headers import SecurityHeaders
 from reminders.interfaces.web.health import ReminderCollector, broker, health
 from reminders.interfaces.web.rendering import page
+from reminders.interfaces.web.throttle import Throttle
 from reminders.settings import Settings
 from reminders.store.db import make_engine, make_sessionmaker
 
@@ -44,6 +49,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.config = config = Config.load(settings)
     app.state.unit = config.unit
     app.state.sessions = sessions
+    app.state.throttle = Throttle.in_memory()
+    # Work handed to the workers (a CSV upload's import); none without a broker.
+    url = settings.broker_url
+    app.state.celery = Celery("reminders", broker=url) if url else None
 
     app.include_router(webhooks.router)
     app.include_router(api.router)
@@ -60,15 +69,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Behind TLS (any real deployment) the cookie never travels in the clear.
         https_only=(settings.public_url or "").startswith("https://"),
     )
+    # Outside the session: a body too big is refused before anything else is done with it.
+    app.add_middleware(BodyLimit)
+    app.add_middleware(SecurityHeaders, https=(settings.public_url or "").startswith("https://"))
     _staff_errors(app)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:
+        # Past its thresholds it answers 503 (health.SILENT_AFTER, LATE_AFTER): a stopped
+        # dispatcher stops every reminder, and must not look healthy.
         report = health(sessions, client)
         return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
 
     @app.get("/metrics", include_in_schema=False)
-    def prometheus_metrics() -> Response:
+    def prometheus_metrics(request: Request) -> Response:
+        token = settings.metrics_token
+        given = request.headers.get("Authorization", "")
+        if token and not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return PlainTextResponse(
+                "Send REMINDERS_METRICS_TOKEN as a bearer token.", status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )  # fmt: skip
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(Exception)  # a last resort: the handlers above are more specific

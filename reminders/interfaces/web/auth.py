@@ -13,16 +13,18 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.datastructures import FormData
 
 from reminders.interfaces.web.deps import DbSession, Now
 from reminders.interfaces.web.rendering import page
-from reminders.services import accounts
+from reminders.interfaces.web.throttle import Throttled, throttle
+from reminders.services import accounts, logins
 from reminders.store import models
 
 IDLE = timedelta(minutes=30)
@@ -72,6 +74,10 @@ def current_user(request: Request, session: DbSession, now: Now) -> models.User:
     ):
         request.session.clear()
         raise LoginRequired
+    # Touched on every request, so the cookie is signed afresh and its idle clock starts
+    # again: Starlette re-sends the cookie only when the session changes, and without this a
+    # busy user was logged out IDLE after logging in, however busy.
+    request.session["seen"] = int(now.timestamp())
     request.state.user = user
     # What the pages show of the user, kept apart from the row: an error page is rendered after
     # the request's transaction has rolled back, when the row can no longer be read.
@@ -145,27 +151,74 @@ def login_form(request: Request, next: str | None = None) -> Response:
     return page(request, "login.html", next=_safe_next(next), email="", error=None)
 
 
-@router.post("/login", response_class=HTMLResponse)
-def login(request: Request, session: DbSession, now: Now, form: CheckedForm) -> Response:
+# A browser that has logged in to an account is not held by that address's slowdown
+# (services/logins.py): a stranger can slow an address down, not keep its owner out.
+DEVICE_COOKIE = "reminders_device"
+DEVICE_DAYS = 180
+
+
+def _devices(request: Request) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(request.app.state.settings.secret_key, salt="device")
+
+
+def _trusted_device(request: Request, address: str) -> bool:
+    value = request.cookies.get(DEVICE_COOKIE)
+    if not value:
+        return False
+    try:
+        known = _devices(request).loads(value, max_age=DEVICE_DAYS * 86400)
+    except BadSignature:
+        return False
+    return isinstance(known, str) and known == address.strip().lower()
+
+
+def _throttled(request: Request, exc: Exception, **context: Any) -> Response:
+    seconds = getattr(exc, "seconds", 1)
+    response = page(request, "login.html", error=str(exc), status_code=429, **context)
+    response.headers["Retry-After"] = str(seconds)
+    return response
+
+
+def _login_throttle(request: Request) -> None:
+    """Counted before the form is read: a flood is turned away for the price of a header."""
+    request.state.throttled = None
+    try:
+        throttle(request).login(request)
+    except Throttled as exc:
+        request.state.throttled = exc
+
+
+@router.post("/login", response_class=HTMLResponse, dependencies=[Depends(_login_throttle)])
+def login(request: Request, now: Now, form: CheckedForm) -> Response:
     email = str(form.get("email") or "")
     password = str(form.get("password") or "")
     target = _safe_next(str(form.get("next") or ""))
+    if request.state.throttled is not None:
+        return _throttled(request, request.state.throttled, next=target, email=email)
     try:
-        user = accounts.authenticate(session, email, password, now)
-    except accounts.TooManyAttempts as exc:
-        return page(
-            request, "login.html", next=target, email=email, error=str(exc), status_code=429
-        )
-    if user is None:
+        user = logins.log_in(
+            request.app.state.sessions, email, password, now,
+            trusted_device=_trusted_device(request, email), hashing=throttle(request).hash_slot(),
+        )  # fmt: skip
+    except (logins.TooManyAttempts, Throttled) as exc:
+        return _throttled(request, exc, next=target, email=email)
+    signed_in = (user.id, user.email) if user else None
+    if signed_in is None:
         return page(
             request, "login.html", next=target, email=email,
             error="The email address or password is not right.", status_code=401,
         )  # fmt: skip
     # A fresh session (and CSRF token) at login, so a session planted before it is worthless.
     request.session.clear()
-    request.session.update(user=user.id, began=now.timestamp())
+    request.session.update(user=signed_in[0], began=now.timestamp())
     csrf_token(request)
-    return RedirectResponse(target, status_code=303)
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        DEVICE_COOKIE, _devices(request).dumps(signed_in[1].lower()),
+        max_age=DEVICE_DAYS * 86400, httponly=True, samesite="lax",
+        secure=(request.app.state.settings.public_url or "").startswith("https://"),
+    )  # fmt: skip
+    return response
 
 
 @router.post("/logout")

@@ -3,6 +3,7 @@ and the broker, so they are right whichever process did the work (web, worker or
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -13,7 +14,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from reminders.interfaces.tasks import Queues
+from reminders.interfaces.tasks import HEARTBEAT_KEY, Queues
 from reminders.store import models
 from reminders.store.models import utcnow
 
@@ -42,13 +43,55 @@ def broker_ok(client: redis.Redis | None) -> bool:
         return False
 
 
-def health(sessions: sessionmaker[Session], client: redis.Redis | None) -> dict[str, str]:
-    checks = {
+# Past these, /healthz answers 503: the dispatcher has not run for a minute (beat or every
+# worker stopped), or a due reminder has waited two minutes without being claimed.
+SILENT_AFTER = 60.0
+LATE_AFTER = 120.0
+
+
+def heartbeat_age(client: redis.Redis | None) -> float | None:
+    """Seconds since the dispatcher last ran, or None if it never has (or the broker is
+    unreachable)."""
+    if client is None:
+        return None
+    try:
+        beat = client.get(HEARTBEAT_KEY)
+    except redis.RedisError:
+        return None
+    return max(0.0, time.time() - float(beat)) if beat is not None else None
+
+
+def due_unclaimed(session: Session, now: datetime) -> tuple[int, float]:
+    """Reminders due and not claimed, and how long the oldest has waited."""
+    R = models.Reminder
+    count, oldest = session.execute(
+        select(func.count(), func.min(R.send_at)).where(R.state == "scheduled", R.send_at <= now)
+    ).one()
+    return int(count), _seconds_since(oldest, now)
+
+
+def health(sessions: sessionmaker[Session], client: redis.Redis | None) -> dict[str, Any]:
+    checks: dict[str, Any] = {
         "database": "ok" if database_ok(sessions) else "down",
         "broker": "ok" if broker_ok(client) else ("down" if client else "not configured"),
     }
-    status = "ok" if all(v == "ok" for v in checks.values()) else "unavailable"
-    return {"status": status, **checks}
+    age = heartbeat_age(client)
+    checks["dispatcher"] = (
+        "not configured" if client is None
+        else "ok" if age is not None and age <= SILENT_AFTER else "silent"
+    )  # fmt: skip
+    late = False
+    if checks["database"] == "ok":
+        try:
+            with sessions() as session:
+                count, oldest = due_unclaimed(session, utcnow())
+        except Exception:  # not migrated, or gone since: "down", the reason is for the logs
+            checks["database"] = "down"
+        else:
+            checks["due_unclaimed"], checks["oldest_due_seconds"] = count, round(oldest, 1)
+            late = oldest > LATE_AFTER
+    ok = all(checks[k] == "ok" for k in ("database", "broker", "dispatcher")) and not late
+    return {"status": "ok" if ok else "unavailable", **checks}
 
 
 class ReminderCollector(Collector):
@@ -61,14 +104,40 @@ class ReminderCollector(Collector):
         self.client = client
 
     def collect(self) -> Iterator[Any]:
-        R = models.Reminder
+        A = models.AttentionItem
         now = utcnow()
         with self.sessions() as session:
-            count, oldest = session.execute(
-                select(func.count(), func.min(R.send_at)).where(
-                    R.state == "scheduled", R.send_at <= now
-                )
-            ).one()
+            count, oldest = due_unclaimed(session, now)
+            open_items = session.execute(
+                select(A.kind, A.needs_call, func.count(), func.min(A.created_at))
+                .where(A.resolved_at.is_(None))
+                .group_by(A.kind, A.needs_call)
+            ).all()
+        attention = GaugeMetricFamily(
+            "reminders_attention_open",
+            "Needs-attention items nobody has dealt with, by kind and whether a call is needed.",
+            labels=["kind", "call"],
+        )
+        oldest_call = 0.0
+        for kind, call, n, since in open_items:
+            attention.add_metric([kind, "yes" if call else "no"], float(n))
+            if call:
+                oldest_call = max(oldest_call, _seconds_since(since, now))
+        yield attention
+        calls = GaugeMetricFamily(
+            "reminders_call_list_oldest_seconds",
+            "How long the oldest call-list item has waited for someone to ring (0 if none).",
+        )
+        calls.add_metric([], oldest_call)
+        yield calls
+        beat = GaugeMetricFamily(
+            "reminders_dispatcher_heartbeat_age_seconds",
+            "Seconds since the dispatcher last ran (absent if it never has).",
+        )
+        age = heartbeat_age(self.client)
+        if age is not None:
+            beat.add_metric([], age)
+        yield beat
         due = GaugeMetricFamily(
             "reminders_due_unclaimed",
             "Reminders due now that the dispatcher has not claimed yet.",
@@ -79,7 +148,7 @@ class ReminderCollector(Collector):
             "reminders_oldest_due_seconds",
             "How long the oldest due and unclaimed reminder has waited (0 when none has).",
         )
-        waited.add_metric([], _seconds_since(oldest, now))
+        waited.add_metric([], oldest)
         yield waited
         depth = GaugeMetricFamily(
             "reminders_queue_depth", "Tasks waiting in the broker, by queue.", labels=["queue"]

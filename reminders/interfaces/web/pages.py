@@ -8,9 +8,14 @@ needs its CSRF token (StaffForm).
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import hmac
+import io
 from collections import defaultdict
 from datetime import date, datetime, time, timedelta
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -28,16 +33,20 @@ from reminders.core.enrolment import (
     required_fields,
 )
 from reminders.core.fields import PROCEDURE, YES_NO
-from reminders.core.parsers import parse_clock, parse_date
+from reminders.core.parsers import has_control_character, parse_clock, parse_date
 from reminders.interfaces.web.auth import AdminUser, StaffForm, StaffUser
 from reminders.interfaces.web.deps import AppConfig, DbSession, Now
 from reminders.interfaces.web.rendering import flash, page
 from reminders.services import attention, enrolments, planning, wording
+from reminders.services.csvfile import neutralise
 from reminders.services.preview import preview
-from reminders.store import models, queries
+from reminders.store import journal, models, queries
+from reminders.store.base import utcnow
 
 router = APIRouter(include_in_schema=False)
 UPCOMING_DAYS = 7
+MAX_ID = 2**31 - 1  # ids are INTEGER columns
+SEARCH_MAX = 200  # characters of a search: a name is at most 200
 
 
 class NotFound(Exception):
@@ -48,7 +57,10 @@ Row = TypeVar("Row", bound=models.Base)
 
 
 def found(session: Session, model: type[Row], row_id: int) -> Row:
-    """The row a page is about, or the "Not found" page."""
+    """The row a page is about, or the "Not found" page (an id beyond what the database's
+    ids can be, too: PostgreSQL would refuse to compare it)."""
+    if not 0 < row_id <= MAX_ID:
+        raise NotFound
     row = session.get(model, row_id)
     if row is None:
         raise NotFound
@@ -81,8 +93,29 @@ def upcoming(
 
 
 @router.get("/search", response_class=HTMLResponse)
-def search(request: Request, user: StaffUser, session: DbSession, q: str = "") -> Response:
+def search_form(request: Request, user: StaffUser) -> Response:
+    return page(request, "search.html", query="", results=[], limit=queries.SEARCH_LIMIT)
+
+
+# A search is posted, not put in the address: a name or a phone number in a URL stays in the
+# browser's history, in proxies' logs and in the Referer of the next page.
+@router.post("/search", response_class=HTMLResponse)
+def search(request: Request, form: StaffForm, user: StaffUser, session: DbSession) -> Response:
+    q = str(form.get("q") or "")[:SEARCH_MAX]
+    if has_control_character(q):
+        return page(
+            request, "search.html", query="", results=[], limit=queries.SEARCH_LIMIT,
+            error="q: the search has a control character (such as NUL) in it; type it again",
+            status_code=422,
+        )  # fmt: skip
     results = queries.search(session, q)
+    # Who searched, and a keyed digest of what for: the same search can be matched against a
+    # suspicion (a patient's name, digested the same way), and the log itself names nobody.
+    key = request.app.state.settings.secret_key or ""
+    digest = hmac.new(key.encode(), q.strip().lower().encode(), hashlib.sha256).hexdigest()
+    journal.audit(
+        session, user.email, "search", now=utcnow(), query=digest[:32], found=len(results)
+    )
     if len(results) == 1 and q.strip().lower() == results[0].booking_ref.lower():
         return RedirectResponse(f"/enrolments/{results[0].id}", status_code=303)
     return page(request, "search.html", query=q, results=results, limit=queries.SEARCH_LIMIT)
@@ -197,23 +230,32 @@ def enrol(
         )  # fmt: skip
     enrolment = result.schedule.facts.enrolment
     try:
-        saved = enrolments.enrol(session, config, enrolment, now=now, actor=user.email)
+        # A savepoint: nothing of a refused enrolment is kept, and the request's transaction
+        # still ends as it began (rolling it back here made its commit fail: a 500).
+        with session.begin_nested():
+            saved = enrolments.enrol(session, config, enrolment, now=now, actor=user.email)
     except enrolments.EnrolmentRefused as exc:
-        session.rollback()  # nothing of a refused enrolment is kept
         return _enrol_page(
             request, config, values=values, errors={"": str(exc)}, result=result,
             existing=existing, status_code=422,
         )  # fmt: skip
     row = saved.enrolment
     if saved.created:
-        flash(request, f"{row.patient.name} is enrolled ({row.booking_ref}).")
+        flash(request, "Enrolled. Every reminder is below.")
     elif saved.rescheduled:
-        flash(request, f"{row.booking_ref} is moved; every pending reminder follows.")
+        flash(request, "Moved; every pending reminder follows.")
     else:
-        flash(request, f"{row.booking_ref} is updated.")
-    for warning in saved.warnings:
-        flash(request, warning, "warning")
+        flash(request, "Updated.")
+    _warned(request, saved.warnings)
     return RedirectResponse(f"/enrolments/{row.id}", status_code=303)
+
+
+def _warned(request: Request, warnings: list[str]) -> None:
+    # Flash messages travel in the session cookie, which is signed, not encrypted: they carry
+    # no patient data. The warnings themselves are on the patient page's needs-attention list.
+    if warnings:
+        count = "One thing needs" if len(warnings) == 1 else f"{len(warnings)} things need"
+        flash(request, f"{count} attention: see the list on this page.", "warning")
 
 
 # The patient page --------------------------------------------------------------------------
@@ -231,9 +273,11 @@ def enrolment_page(
     ).all()
     history = session.scalars(
         select(models.AuditEntry)
-        .where(models.AuditEntry.enrolment_id == row.id)
+        .where(models.AuditEntry.enrolment_id == row.id, models.AuditEntry.action != "view")
         .order_by(models.AuditEntry.id.desc())
     ).all()
+    # Who opened the record: a hospital must be able to say who accessed a patient's data.
+    journal.audit(session, user.email, "view", now=utcnow(), enrolment_id=row.id)
     protocol = config.protocols.get(row.procedure)
     return page(
         request, "enrolment.html", row=row, items=items, history=history,
@@ -253,19 +297,25 @@ def reschedule(
     try:
         new_date = parse_date(str(form.get("date") or ""))
         new_time = parse_clock(str(form.get("time") or ""))
-        result = enrolments.reschedule(
-            session, config, row, date=new_date, time=new_time, now=now, actor=user.email
-        )
+        with session.begin_nested():  # nothing of a refused move is kept
+            result = enrolments.reschedule(
+                session, config, row, date=new_date, time=new_time, now=now, actor=user.email
+            )
     except ValueError as exc:  # a bad date or time, or a refused reschedule
-        session.rollback()  # nothing of a refused move is kept
-        flash(request, f"Not moved: {exc}", "warning")
+        # The reason names a field and its rule (a date in the past, a closed enrolment),
+        # never the patient.
+        reason = (
+            f"this enrolment is {row.status}"
+            if isinstance(exc, enrolments.EnrolmentClosed)
+            else exc
+        )
+        flash(request, f"Not moved: {reason}", "warning")
         return RedirectResponse(here, status_code=303)
     if result.rescheduled:
         flash(request, "Moved; every pending reminder follows.")
     else:
         flash(request, "That is the time it already has; nothing changed.")
-    for warning in result.warnings:
-        flash(request, warning, "warning")
+    _warned(request, result.warnings)
     return RedirectResponse(here, status_code=303)
 
 
@@ -278,13 +328,12 @@ def cancel(
     row = found(session, models.Enrolment, enrolment_id)
     try:
         enrolments.cancel(session, config, row, now=now, actor=user.email)
-    except enrolments.EnrolmentClosed as exc:
-        flash(request, str(exc), "warning")
+    except enrolments.EnrolmentClosed:
+        flash(request, f"Not cancelled: this enrolment is already {row.status}.", "warning")
     else:
         flash(
             request,
-            f"{row.booking_ref} is cancelled. The patient is told, and nothing more of its "
-            "plan will be sent.",
+            "Cancelled. The patient is told, and nothing more of its plan will be sent.",
         )
     return RedirectResponse(f"/enrolments/{row.id}", status_code=303)
 
@@ -318,7 +367,40 @@ def resolve(
 
 @router.get("/audit", response_class=HTMLResponse)
 def audit(
-    request: Request, user: AdminUser, session: DbSession, before: int | None = None
-) -> Response:
-    entries = queries.audit_log(session, before=before)
-    return page(request, "audit.html", entries=entries)
+    request: Request, user: AdminUser, session: DbSession, before: int | None = None,
+    actor: str = "", action: str = "", enrolment: int | None = None,
+) -> Response:  # fmt: skip
+    before = before if before is None or 0 < before <= MAX_ID else None
+    enrolment = enrolment if enrolment is None or 0 < enrolment <= MAX_ID else None
+    filters = {"actor": actor[:200], "action": action[:64], "enrolment_id": enrolment}
+    entries = queries.audit_log(session, before=before, **filters)  # type: ignore[arg-type]
+    return page(
+        request, "audit.html", entries=entries, actor=actor, action=action,
+        enrolment=enrolment or "", query=urlencode({k: v for k, v in
+        {"actor": actor, "action": action, "enrolment": enrolment or ""}.items() if v}),
+    )  # fmt: skip
+
+
+@router.get("/audit.csv")
+def audit_export(
+    request: Request, user: AdminUser, session: DbSession, actor: str = "", action: str = "",
+    enrolment: int | None = None,
+) -> Response:  # fmt: skip
+    """The audit log, filtered as on the page, as CSV: for an investigation or a records
+    request. The export is itself audited."""
+    enrolment = enrolment if enrolment is None or 0 < enrolment <= MAX_ID else None
+    entries = queries.audit_log(
+        session, limit=None, actor=actor[:200], action=action[:64], enrolment_id=enrolment
+    )
+    journal.audit(session, user.email, "audit-export", now=utcnow(), entries=len(entries))
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["id", "at", "actor", "action", "enrolment", "detail"])
+    for e in entries:
+        cells = [str(e.id), e.at.isoformat(), e.actor, e.action, str(e.enrolment_id or ""),
+                 e.detail or ""]  # fmt: skip
+        writer.writerow([neutralise(cell) for cell in cells])
+    return Response(
+        out.getvalue(), media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="audit.csv"'},
+    )  # fmt: skip

@@ -57,6 +57,8 @@ def page(
         {
             "user": getattr(request.state, "signed_in", None),
             "csrf_token": csrf_token(request),
+            # Scripts run only with this response's nonce (headers.py, the CSP).
+            "csp_nonce": getattr(request.state, "csp_nonce", ""),
             "messages": messages,
             "unit": request.app.state.unit,
             **context,

@@ -1,5 +1,5 @@
-"""The CSV upload page: the same import as `reminders import`, run in the background while the
-page shows its progress and then its row-by-row report.
+"""The CSV upload page: the same import as `reminders import`, run by a worker while the page
+shows its progress and then its row-by-row report (services/import_runs.py).
 
 Progress and refusals are kept in the database (ImportRun, ImportRefusal), not in this process,
 so the page works whichever web process answers it and the report outlives the request.
@@ -12,27 +12,24 @@ import io
 import json
 import logging
 import re
-import shutil
-import tempfile
-import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
-from typing import IO
+from datetime import datetime
 
+from celery import Celery
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
-from reminders.config import Config
 from reminders.core.enrolment import FIELDS
+from reminders.interfaces.tasks import Queues
 from reminders.interfaces.web.auth import StaffForm, StaffUser
-from reminders.interfaces.web.deps import AppConfig, DbSession, Now
+from reminders.interfaces.web.deps import DbSession, Now
 from reminders.interfaces.web.pages import found
 from reminders.interfaces.web.rendering import page
-from reminders.services import csvfile, imports
-from reminders.store import models
+from reminders.services import csvfile, import_runs
+from reminders.store import journal, models
 from reminders.store.db import session_scope
 
 log = logging.getLogger(__name__)
@@ -57,105 +54,36 @@ def _form(request: Request, session: Session, now: datetime, *, error: str | Non
 
 
 @router.post("/import", response_class=HTMLResponse)
-def upload(
-    request: Request, form: StaffForm, session: DbSession, config: AppConfig, now: Now
-) -> Response:
+def upload(request: Request, form: StaffForm, session: DbSession, now: Now) -> Response:
     user: models.User = request.state.user
     upload = form.get("file")
     if not isinstance(upload, UploadFile) or not upload.filename:
         return _form(request, session, now, error="Choose a CSV file to import.")
-    # The upload's own file goes when the request ends; the import outlives it.
-    spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the import thread
-    shutil.copyfileobj(upload.file, spool)
     try:
-        csv_file = csvfile.open_csv(spool)
+        # Linear in the file's size, which the body limit caps (csvfile.MAX_BYTES); the import
+        # itself runs in a worker.
+        csv_file = csvfile.open_csv(upload.file)
+        upload.file.seek(0)
+        content = upload.file.read()
     except csvfile.UnusableFile as exc:
-        spool.close()
         return _form(request, session, now, error=f"Nothing was imported: {exc}")
-    run = models.ImportRun(
-        filename=upload.filename[:255], started_by=user.email, started_at=now,
-        heartbeat_at=now, total_rows=csv_file.rows_total,
-    )  # fmt: skip
-    factory: sessionmaker[Session] = request.app.state.sessions
-    with session_scope(factory) as own:  # committed before the thread looks for it
-        own.add(run)
-        own.flush()
-        run_id = run.id
-    threading.Thread(
-        target=_run, args=(factory, config, csv_file, spool, run_id, user.email),
-        name=f"import-{run_id}", daemon=True,
-    ).start()  # fmt: skip
-    return RedirectResponse(f"/import/{run_id}", status_code=303)
-
-
-def _run(
-    factory: sessionmaker[Session], config: Config, csv_file: csvfile.CsvFile, spool: IO[bytes],
-    run_id: int, actor: str,
-) -> None:  # fmt: skip
-    refused: list[imports.Refusal] = []
-    refused_so_far = 0
-
-    def keep(refusal: imports.Refusal) -> None:
-        refused.append(refusal)
-
-    def progress(_bytes: int, rows: int) -> None:
-        # Called after each committed batch: the refusals of that batch, and how far it got.
-        nonlocal refused_so_far
-        refused_so_far += len(refused)
-        with session_scope(factory) as session:
-            session.add_all(_refusal_rows(run_id, refused))
-            session.execute(
-                update(models.ImportRun)
-                .where(models.ImportRun.id == run_id)
-                .values(
-                    done_rows=rows,
-                    landed=rows - refused_so_far,
-                    refused=refused_so_far,
-                    heartbeat_at=datetime.now(UTC),
-                )
-            )
-        refused.clear()
-
-    problem = None
-    try:
-        report = imports.import_csv(
-            factory, config, csv_file, now=datetime.now(UTC), actor=actor,
-            on_refusal=keep, on_progress=progress,
+    queue: Celery | None = request.app.state.celery
+    if queue is None:
+        return _form(
+            request, session, now,
+            error="Imports run in the worker, and no worker is set up: set REMINDERS_BROKER_URL "
+            "(reminders up does), or use the reminders import command.",
         )  # fmt: skip
-    except imports.ImportInterrupted as exc:
-        report, problem = exc.report, str(exc)
-    except Exception:  # the thread has no caller to tell; the page must not spin for ever
-        log.exception("import %d failed", run_id)
-        report, problem = None, "The import stopped because of an unexpected error."
-    finally:
-        spool.close()
-    with session_scope(factory) as session:
-        session.add_all(_refusal_rows(run_id, refused))
-        session.execute(
-            update(models.ImportRun)
-            .where(models.ImportRun.id == run_id)
-            .values(
-                status="finished",
-                finished_at=datetime.now(UTC),
-                done_rows=report.rows if report else models.ImportRun.done_rows,
-                landed=report.landed if report else 0,
-                refused=report.refused if report else 0,
-                problem=problem,
-            )
-        )
-
-
-def _refusal_rows(run_id: int, refusals: list[imports.Refusal]) -> list[models.ImportRefusal]:
-    return [
-        models.ImportRefusal(
-            run_id=run_id,
-            line=r.line,
-            booking_ref=r.booking_ref[:200] if r.booking_ref else None,
-            reason=r.reason,
-            row=json.dumps(r.row, ensure_ascii=False),
-        )
-        for r in refusals
-    ]
+    with session_scope(request.app.state.sessions) as own:  # committed before it is queued
+        run_id = import_runs.store(
+            own, filename=upload.filename, content=content, total_rows=csv_file.rows_total,
+            actor=user.email, now=now,
+        )  # fmt: skip
+    queue.send_task(
+        "reminders.import_upload", args=[run_id], queue=Queues.IMPORT, exchange="",
+        routing_key=Queues.IMPORT,
+    )  # fmt: skip
+    return RedirectResponse(f"/import/{run_id}", status_code=303)
 
 
 @router.get("/import/{run_id}", response_class=HTMLResponse)
@@ -170,18 +98,20 @@ def import_report(
 
 
 @router.get("/import/{run_id}/errors.csv")
-def refused_rows(run_id: int, user: StaffUser, session: DbSession) -> Response:
+def refused_rows(run_id: int, user: StaffUser, session: DbSession, now: Now) -> Response:
     """The refused rows as they were given, with the reason: to fix and upload again."""
     run = found(session, models.ImportRun, run_id)
+    journal.audit(session, user.email, "download", now=now, run=run.id, refused=len(run.refusals))
     rows = [(r.line, r.reason, json.loads(r.row)) for r in run.refusals]
     columns = list(dict.fromkeys(key for _, _, row in rows for key in row))
 
     def lines() -> Iterator[str]:
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow([*columns, "line", "reason"])
+        writer.writerow([csvfile.neutralise(c) for c in [*columns, "line", "reason"]])
         for line, reason, row in rows:
-            writer.writerow([*(row.get(c, "") for c in columns), line, reason])
+            cells = [*(row.get(c, "") for c in columns), str(line), reason]
+            writer.writerow([csvfile.neutralise(cell) for cell in cells])
         yield buffer.getvalue()
 
     # Only safe characters in the header: the name came from the uploader's computer.

@@ -8,7 +8,7 @@ from html import escape
 from typing import Annotated
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse
 from twilio.request_validator import RequestValidator
 
@@ -31,8 +31,13 @@ async def signed_form(request: Request, settings: Settings, path: str) -> dict[s
     `{REMINDERS_PUBLIC_URL}{path}` (what we told Twilio to call)."""
     if settings.twilio is None or settings.public_url is None:
         return None
+    try:
+        text = (await request.body()).decode("utf-8")
+    except UnicodeDecodeError:
+        # Twilio sends percent-encoded ASCII; anything else is not Twilio.
+        raise HTTPException(400, "body: the form is not UTF-8 text") from None
     # Blank values count in the signature, so keep them.
-    form = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+    form = dict(parse_qsl(text, keep_blank_values=True))
     signature = request.headers.get("X-Twilio-Signature", "")
     validator = RequestValidator(settings.twilio.auth_token)
     if not validator.validate(f"{settings.public_url}{path}", form, signature):
@@ -67,6 +72,7 @@ def twilio_status(
             TwilioSms.delivery_status(form.get("MessageStatus", "")),
             form.get("ErrorCode") or None,
             utcnow(),
+            transport=TwilioSms.name,
         )
     return Response(status_code=204)
 
@@ -85,6 +91,7 @@ def twilio_inbound(
             body=form.get("Body", ""),
             opt_out_type=form.get("OptOutType") or None,
             now=utcnow(),
+            provider_id=form.get("MessageSid") or form.get("SmsSid") or "",
         )
     return Response(answer.twiml, media_type="application/xml")
 
@@ -103,12 +110,17 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
 
 def _patient_email(request: Request, value: str) -> tuple[int, str] | None:
     settings: Settings = request.app.state.settings
-    patient_id = unsubscribe.patient_of(settings.secret_key or "", value)
-    if patient_id is None or not settings.secret_key:
+    named = unsubscribe.patient_of(settings.secret_key or "", value)
+    if named is None or not settings.secret_key:
         return None
+    patient_id, bound = named
     with session_scope(request.app.state.sessions) as session:
         patient = session.get(models.Patient, patient_id)
-        return (patient_id, patient.email) if patient and patient.email else None
+        if patient is None or not patient.email:
+            return None
+        if not unsubscribe.sent_to(settings.secret_key, bound, patient.email):
+            return None  # the id is someone else's now, or the address has changed
+        return patient_id, patient.email
 
 
 @router.get("/unsubscribe/{value}", include_in_schema=False)
