@@ -78,29 +78,12 @@ def send_reminders(
     results = list(
         mapper(lambda pair: _send(transports.for_channel(pair[1].channel), pair[1]), ready)
     )
-    outcomes = [
-        (row, message, transports.for_channel(message.channel).name, result, seconds)
-        for (row, message), (result, seconds) in zip(ready, results, strict=True)
-    ]
     with session_scope(factory) as session:
         now = clock()
-        # What the provider took is settled for the whole batch in one statement; only the
-        # rest need their rows, to say why and to whom.
-        delivered = [
-            lifecycle.Delivered(row, result.provider_id, result.delivery_status, name, seconds)
-            for row, _, name, result, seconds in outcomes
-            if isinstance(result, Sent)
-        ]
-        settled = lifecycle.all_sent(session, delivered, now)
-        for done in delivered:
-            # Ids and codes only: never the destination or the text.
-            log.info("reminder %s via %s: sent", done.held.id, done.transport)
-            counts["sent" if done.held.id in settled else _elsewhere(done.held.id)] += 1
-        others = [o for o in outcomes if not isinstance(o[3], Sent)]
-        rows = {r.id: r for r in load_reminders(session, [row.id for row, *_ in others])}
-        for row, _, name, result, seconds in others:
-            assert isinstance(result, DeliveryError)
-            counts[settle(session, config, rows[row.id], row, result, name, seconds, now)] += 1
+        rows = {r.id: r for r in load_reminders(session, [h.id for h, _ in ready])}
+        for (row, message), (result, seconds) in zip(ready, results, strict=True):
+            transport = transports.for_channel(message.channel).name
+            counts[settle(session, config, rows[row.id], row, result, transport, seconds, now)] += 1
     return dict(counts)
 
 
@@ -136,8 +119,7 @@ def prepare(
     ).all()
     opted_out = _opted_out(session, reminders)
     histories = _histories(session, {r.enrolment_id for r in reminders})
-    ready: list[tuple[Held, OutgoingMessage]] = []
-    written: dict[Held, dict[str, object]] = {}
+    ready = []
     for reminder in reminders:
         row = by_id[reminder.id]
         try:
@@ -176,11 +158,9 @@ def prepare(
                 lifecycle.stop(session, row, lifecycle.SKIPPED, "too late to be useful")
         elif words is not None and message is not None:
             words["destination"] = message.to
-            written[row] = words
-            ready.append((row, message))
-    # One statement for the batch's words; a row another has taken since is not sent.
-    kept = lifecycle.keep(session, written)
-    return [(row, message) for row, message in ready if row.id in kept]
+            if lifecycle.write_words(session, row, words):
+                ready.append((row, message))
+    return ready
 
 
 def why_not_send(
@@ -282,15 +262,23 @@ def retry_delay(attempt: int, retry_after: float | None) -> timedelta:
 
 def settle(
     session: Session, config: Config, reminder: models.Reminder, row: Held,
-    outcome: DeliveryError, transport: str, seconds: float | None, now: datetime,
+    outcome: Sent | DeliveryError, transport: str, seconds: float | None, now: datetime,
 ) -> str:  # fmt: skip
-    """Record what went wrong, if this worker still holds the attempt. Returns the outcome's
-    name, for counting: the error's class, or `settled-elsewhere`."""
+    """Record what the provider said, if this worker still holds the attempt. Returns the
+    outcome's name, for counting: `sent`, the error's class, or `settled-elsewhere`."""
     # Ids and codes only: never the destination or the text.
     log.info(
-        "reminder %s (%s, %s) via %s: %s%s", reminder.id, reminder.rule, reminder.channel,
-        transport, type(outcome).__name__, f" code={outcome.code}" if outcome.code else "",
+        "reminder %s (%s, %s) via %s: %s%s",
+        reminder.id, reminder.rule, reminder.channel, transport,
+        "sent" if isinstance(outcome, Sent) else type(outcome).__name__,
+        f" code={outcome.code}" if isinstance(outcome, DeliveryError) and outcome.code else "",
     )  # fmt: skip
+    if isinstance(outcome, Sent):
+        held = lifecycle.sent(
+            session, row, provider_id=outcome.provider_id, transport=transport, now=now,
+            delivery_status=outcome.delivery_status, seconds=seconds,
+        )  # fmt: skip
+        return "sent" if held else _elsewhere(reminder)
     code, said = outcome.code, str(outcome)
     name = type(outcome).__name__
     if isinstance(outcome, AmbiguousError):
@@ -298,12 +286,12 @@ def settle(
         held = lifecycle.unsure(
             session, row, code=code, message=said, transport=transport, seconds=seconds
         )
-        return name if held else _elsewhere(reminder.id)
+        return name if held else _elsewhere(reminder)
     if isinstance(outcome, PermanentError):
         if not lifecycle.fail(
             session, row, code=code, message=said, transport=transport, seconds=seconds
         ):
-            return _elsewhere(reminder.id)
+            return _elsewhere(reminder)
         if outcome.opted_out and reminder.destination:
             # The patient replied STOP at the carrier: honour it for every later reminder too.
             replies.opt_out(session, "sms", reminder.destination, source="provider", now=now)
@@ -333,7 +321,7 @@ def settle(
             transport=transport, seconds=seconds,
         )  # fmt: skip
     if state is None:
-        return _elsewhere(reminder.id)
+        return _elsewhere(reminder)
     if state == lifecycle.FAILED:
         tell_staff(
             session,
@@ -349,10 +337,10 @@ def _said(error: DeliveryError) -> str:
     return f"{error}" + (f" (code {error.code})" if error.code else "")
 
 
-def _elsewhere(reminder_id: int) -> str:
+def _elsewhere(reminder: models.Reminder) -> str:
     # The sweeper settled this attempt meanwhile (this worker was slow or paused); what it
     # found is what counts.
-    log.warning("reminder %s was settled elsewhere during its send", reminder_id)
+    log.warning("reminder %s was settled elsewhere during its send", reminder.id)
     return "settled-elsewhere"
 
 

@@ -9,19 +9,21 @@ from going out twice while dispatchers, workers, sweepers and staff all touch th
 The caps are here too, so that no caller can forget them: a row whose provider keeps failing
 (`MAX_FAILURES`) or that keeps stopping the worker sending it (`MAX_CRASHES`, a poison row) is
 failed with its reason instead of being tried for ever. Callers tell staff (`journal`); this
-module only moves rows and says which moved. It lives with the store because enrolments (a
-reschedule withdraws pending rows) and delivery both move reminders.
+module only moves rows and says which moved.
+
+It lives with the store because enrolments (a reschedule withdraws pending rows) and delivery
+both move reminders.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
 from prometheus_client import Histogram
-from sqlalchemy import ColumnElement, and_, case, event, literal, select, tuple_, update
+from sqlalchemy import ColumnElement, and_, case, event, literal, select, update
 from sqlalchemy.orm import Session
 
 from reminders import metrics
@@ -175,78 +177,29 @@ def begin(session: Session, ids: Sequence[int], now: datetime) -> list[Held]:
 def write_words(session: Session, held: Held, words: dict[str, object]) -> bool:
     """Keep what the reminder says on its row, as it is about to go; False if the worker no
     longer holds it (then it must not be sent)."""
-    return held.id in keep(session, {held: words})
-
-
-def keep(session: Session, words: Mapping[Held, Mapping[str, object]]) -> set[int]:
-    """Write each row's own values (its words, as a batch is about to go) on the rows this
-    worker still holds in `sending`, in one statement; the ids it still holds."""
-    if not words:
-        return set()
-    return set(
-        session.scalars(
-            update(R)
-            .where(_holding(words), R.state == SENDING)
-            .values(**_each(words))
-            .returning(R.id)
-            .execution_options(synchronize_session=False)
-        )
-    )
-
-
-class Delivered(NamedTuple):  # the provider took the message of a row this worker holds
-    held: Held
-    provider_id: str
-    delivery_status: str | None
-    transport: str
-    seconds: float | None  # how long the provider took over it
+    done = session.execute(
+        update(R)
+        .where(_fence(held), R.state == SENDING)
+        .values(**words)
+        .returning(R.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    return done is not None
 
 
 def sent(
     session: Session, held: Held, *, provider_id: str, delivery_status: str | None,
     transport: str, seconds: float | None, now: datetime,
 ) -> bool:  # fmt: skip
-    done = Delivered(held, provider_id, delivery_status, transport, seconds)
-    return bool(all_sent(session, [done], now))
-
-
-def all_sent(session: Session, delivered: Sequence[Delivered], now: datetime) -> set[int]:
-    """Settle a batch the provider took, in one statement; the ids this worker still held."""
-    if not delivered:
-        return set()
-    values = {
-        d.held: {"provider_id": d.provider_id, "delivery_status": d.delivery_status,
-                 "transport": d.transport, "provider_seconds": d.seconds}
-        for d in delivered
-    }  # fmt: skip
     rows = _moving(
-        session, "sent", _holding(values), sent_at=now, error_code=None,
-        error_message=None, **_each(values),
+        session, "sent", _fence(held), sent_at=now, provider_id=provider_id,
+        delivery_status=delivery_status, transport=transport, provider_seconds=seconds,
+        error_code=None, error_message=None,
     )  # fmt: skip
-    seconds = {d.held.id: d.seconds for d in delivered}
     for row in rows:
         _observe(session, metrics.LATENESS, (now - row.send_at).total_seconds())
-        _observe(session, metrics.PROVIDER_LATENCY, seconds[row.id])
-    return {row.id for row in rows}
-
-
-def _each(values: Mapping[Held, Mapping[str, object]]) -> dict[str, Any]:
-    """Each row's own value for each column, as one CASE on the id: a batch in one UPDATE."""
-    columns = R.__table__.c
-    names = {name for row in values.values() for name in row}
-    return {
-        name: case(
-            {held.id: literal(row.get(name), columns[name].type) for held, row in values.items()},
-            value=columns.id,
-            else_=columns[name],
-        )
-        for name in names
-    }
-
-
-def _holding(held: Iterable[Held]) -> ColumnElement[bool]:
-    """`_fence` for many rows, as one (id, attempts) IN (...)."""
-    return tuple_(R.id, R.attempts).in_([tuple(row) for row in held])
+        _observe(session, metrics.PROVIDER_LATENCY, seconds)
+    return bool(rows)
 
 
 def unsure(
@@ -255,11 +208,21 @@ def unsure(
 ) -> bool:  # fmt: skip
     """The request left and no answer came: the row stays `sending`, with the error, until the
     sweeper has asked the provider (`stalled`)."""
-    values = {"error_code": code, "error_message": message, "transport": transport}
-    done = held.id in keep(session, {held: values | {"provider_seconds": seconds}})
-    if done:
+    done = session.execute(
+        update(R)
+        .where(_fence(held), R.state == SENDING)
+        .values(
+            error_code=code,
+            error_message=message,
+            transport=transport,
+            provider_seconds=seconds,
+        )
+        .returning(R.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if done is not None:
         _observe(session, metrics.PROVIDER_LATENCY, seconds)
-    return done
+    return done is not None
 
 
 def fail(
