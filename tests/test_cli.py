@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from factories import make_full_enrolment
 from paths import PROJECT_ROOT
 
 from reminders.core.enrolment import SCHEMA, Enrolment
+from reminders.interfaces.cli import main
 
 SCRIPT = Path(sys.executable).parent / "reminders"
 NOW = "2026-11-20T10:00:00Z"
@@ -346,3 +348,10 @@ def test_preview_takes_every_field_as_enrol_does(env: dict[str, str]) -> None:
     assert (data["procedure"], data["starts_at"]) == (
         "joint-denervation", "2030-06-10T09:30:00+01:00"
     )  # fmt: skip
+
+
+def test_version_says_which_release_is_installed(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert re.fullmatch(r"reminders \d+\.\d+\.\d+\S*\n", capsys.readouterr().out)

@@ -26,7 +26,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from reminders.interfaces.tasks import Queues
+from reminders.interfaces.tasks import HEARTBEAT_KEY, Queues
 from reminders.interfaces.web.app import create_app
 from reminders.services import accounts
 from reminders.settings import Settings
@@ -409,3 +409,22 @@ def test_tasks_are_not_left_in_redis_for_future_reminders(
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_idle_worker_and_beat_are_quiet_and_the_dispatcher_leaves_a_heartbeat(
+    celery: Start, redis_server: RedisServer
+) -> None:
+    """About three INFO lines a second while nothing happened (58 MB a day): now only what
+    changes is logged, and the dispatcher's heartbeat is how anyone sees it is running."""
+    worker, beat = celery("worker"), celery("beat")
+    client = redis_server.client()
+    wait_for(lambda: client.get(HEARTBEAT_KEY) is not None, timeout=60, what="a heartbeat")
+    first = float(client.get(HEARTBEAT_KEY) or 0)
+    wait_for(lambda: float(client.get(HEARTBEAT_KEY) or 0) >= first + 3, timeout=60,
+             what="three more seconds of dispatching")  # fmt: skip
+    for process in (worker, beat):
+        # The worker's banner lists its tasks once, as "  . reminders.dispatch_due".
+        ticks = [line for line in process.output().splitlines()
+                 if ("dispatch_due" in line or "reminders.sweep" in line)
+                 and not line.startswith("  . ")]  # fmt: skip
+        assert ticks == [], ticks[:5]

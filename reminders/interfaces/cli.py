@@ -4,6 +4,7 @@ line saying what to fix and a non-zero exit, never a traceback."""
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import sys
 from collections.abc import Iterator, Sequence
@@ -31,6 +32,13 @@ EXIT_USAGE = 2
 
 class UsageError(Exception):
     """Bad input from the person at the terminal."""
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("reminders")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout never installed
+        return "unknown"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -264,6 +272,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="reminders", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"reminders {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     up = commands.add_parser("up", help="run the whole service on this machine")

@@ -6,6 +6,7 @@ to them) and never change.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,8 @@ from reminders.services import import_runs, retention
 from reminders.settings import Settings
 from reminders.store.db import make_engine, make_sessionmaker, session_scope
 from reminders.store.models import utcnow as now
+
+log = logging.getLogger(__name__)
 
 
 class Queues:
@@ -116,7 +119,10 @@ def dispatch_due(self: Any) -> int:
             depth = connection.default_channel.client.llen(Queues.SEND)
         return int(depth) * SEND_BATCH
 
-    return dispatch.dispatch(rt.sessions, publish_send, clock=now, backlog=backlog)
+    claimed = dispatch.dispatch(rt.sessions, publish_send, clock=now, backlog=backlog)
+    if claimed:  # what changed, not that it looked
+        log.info("dispatched %d reminders", claimed)
+    return claimed
 
 
 @shared_task(name="reminders.send_reminders", ignore_result=True, acks_late=True)
