@@ -22,7 +22,7 @@ from reminders.delivery import dispatch, send, sweep
 from reminders.delivery.transports import Transports
 from reminders.services import retention
 from reminders.settings import Settings
-from reminders.store.db import make_engine, make_sessionmaker, session_scope
+from reminders.store.db import DatabaseClock, make_engine, make_sessionmaker, session_scope
 from reminders.store.models import utcnow as now
 
 
@@ -55,6 +55,12 @@ class Runtime:
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
         return make_sessionmaker(self.engine)
+
+    @cached_property
+    def clock(self) -> DatabaseClock:
+        # Every lease, due and deadline decision goes by the database's time, whatever this
+        # host's clock says.
+        return DatabaseClock(self.engine)
 
     @cached_property
     def transports(self) -> Transports:
@@ -108,19 +114,21 @@ def dispatch_due(self: Any) -> int:
             depth = connection.default_channel.client.llen(Queues.SEND)
         return int(depth) * SEND_BATCH
 
-    return dispatch.dispatch(rt.sessions, publish_send, clock=now, backlog=backlog)
+    return dispatch.dispatch(rt.sessions, publish_send, clock=rt.clock, backlog=backlog)
 
 
 @shared_task(name="reminders.send_reminders", ignore_result=True, acks_late=True)
 def send_reminders(ids: list[int]) -> dict[str, int]:
     rt = runtime()
-    return send.send_reminders(rt.sessions, rt.config, rt.transports, ids, clock=now, pool=rt.pool)
+    return send.send_reminders(
+        rt.sessions, rt.config, rt.transports, ids, clock=rt.clock, pool=rt.pool
+    )
 
 
 @shared_task(name="reminders.sweep", ignore_result=True)
 def sweep_stalled() -> dict[str, int]:
     rt = runtime()
-    return sweep.sweep(rt.sessions, rt.config, rt.transports, clock=now)
+    return sweep.sweep(rt.sessions, rt.config, rt.transports, clock=rt.clock)
 
 
 @shared_task(name="reminders.purge", ignore_result=True)

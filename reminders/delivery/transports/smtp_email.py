@@ -73,6 +73,9 @@ class SmtpEmail:
                     f"the mail server refused our sender: {code}", code=str(code)
                 )
             _check(*smtp.rcpt(message.to), what="the address")
+            # The last moment before the server can have the message: everything before the
+            # text itself is undone by hanging up.
+            message.may_leave()
             delivered_data = True
             # SMTP lines end in CRLF; smtplib fixes line endings of text, not of bytes.
             _check(*smtp.data(email.as_bytes(policy=SMTP)), what="the message")

@@ -4,18 +4,18 @@ and the broker, so they are right whichever process did the work (web, worker or
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select, text
+from sqlalchemy import and_, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from reminders.interfaces.tasks import Queues
 from reminders.store import models
-from reminders.store.models import utcnow
+from reminders.store.db import database_now
 
 
 def database_ok(sessions: sessionmaker[Session]) -> bool:
@@ -62,13 +62,33 @@ class ReminderCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         R = models.Reminder
-        now = utcnow()
         with self.sessions() as session:
+            now = database_now(session)
             count, oldest = session.execute(
                 select(func.count(), func.min(R.send_at)).where(
                     R.state == "scheduled", R.send_at <= now
                 )
             ).one()
+            minute, ten = now - timedelta(minutes=1), now - timedelta(minutes=10)
+            ages = {
+                "under 1m": R.sending_at >= minute,
+                "1m to 10m": and_(R.sending_at < minute, R.sending_at >= ten),
+                "over 10m": R.sending_at < ten,
+            }
+            sending = session.execute(
+                select(*(func.count().filter(age) for age in ages.values())).where(
+                    R.state == "sending"
+                )
+            ).one()
+        by_age = GaugeMetricFamily(
+            "reminders_sending",
+            "Reminders in `sending` (a worker holds them, or the provider is being asked about "
+            "them), by how long since the attempt began; none should stay there for long.",
+            labels=["age"],
+        )
+        for age, n in zip(ages, sending, strict=True):
+            by_age.add_metric([age], float(n))
+        yield by_age
         due = GaugeMetricFamily(
             "reminders_due_unclaimed",
             "Reminders due now that the dispatcher has not claimed yet.",
