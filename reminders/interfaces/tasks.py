@@ -50,7 +50,11 @@ class Runtime:
 
     @cached_property
     def engine(self) -> Engine:
-        return make_engine(self.settings.database_url)
+        # A worker inside a transaction for as long as a lease is paused or frozen: the
+        # database ends its session, and the rows it locked go back to the sweeper.
+        return make_engine(
+            self.settings.database_url, idle_in_transaction=self.settings.stuck_after
+        )
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:

@@ -20,9 +20,18 @@ POOL_SIZE = 20
 POOL_OVERFLOW = 10
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, idle_in_transaction: float | None = None) -> Engine:
+    """`idle_in_transaction`: seconds after which PostgreSQL ends a session that sits inside a
+    transaction doing nothing (a worker paused or frozen mid-transaction), so that the rows it
+    locked are not held for as long as its connection lingers (workers set it)."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
+        if idle_in_transaction is not None:
+            timeout = f"-c idle_in_transaction_session_timeout={int(idle_in_transaction * 1000)}"
+            return create_engine(
+                parsed, hide_parameters=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW,
+                pool_pre_ping=True, connect_args={"options": timeout},
+            )  # fmt: skip
         # hide_parameters: an error's text must not carry a patient's number into the logs.
         # A pool as large as the requests one web process serves at once (FastAPI runs up to
         # 40 handlers in threads): beyond pool_size, SQLAlchemy opens a connection per checkout

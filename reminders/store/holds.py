@@ -63,6 +63,7 @@ def stalled(session: Session, cutoff: datetime, now: datetime) -> list[Stalled]:
             or_(R.ask_after.is_(None), R.ask_after <= now),
         )
         .order_by(R.id)
+        .with_for_update(skip_locked=True)  # one its worker is settling now is not stalled
     )
     return [
         Stalled(Held(reminder_id, attempt), since or cutoff, error is not None, asks)

@@ -101,6 +101,7 @@ def _moving(
     *where: ColumnElement[bool],
     returning: tuple[Any, ...] = (),
     ordered: bool = True,
+    skip_locked: bool = False,
     **values: Any,
 ) -> list[Any]:
     """`_move`, returning each moved row's id, channel and due time, then `returning`.
@@ -108,11 +109,16 @@ def _moving(
     `ordered`: the rows are locked in the order of their ids first (PostgreSQL; SQLite has one
     writer), as every statement that locks several reminders does: two of them that took the
     same rows in different orders (an import and a batch being sent) could each wait for the
-    other for ever, and one would be aborted for a deadlock."""
+    other for ever, and one would be aborted for a deadlock. `skip_locked`: rows someone holds
+    a lock on are left for next time (the sweeper's way: a worker paused inside a transaction
+    must not stop every other row being recovered)."""
     move = MOVES[name]
     if ordered:
         locked = (
-            select(R.id).where(R.state.in_(move.sources), *where).order_by(R.id).with_for_update()
+            select(R.id)
+            .where(R.state.in_(move.sources), *where)
+            .order_by(R.id)
+            .with_for_update(skip_locked=skip_locked)
         )
         where = (R.id.in_(locked.scalar_subquery()), *where)
     rows = list(
@@ -293,7 +299,9 @@ def stop(session: Session, held: Held, state: str, reason: str) -> bool:
 
 def requeue_lost(session: Session, cutoff: datetime) -> list[int]:
     """Queued before `cutoff` and never taken: its task was lost (a flushed Redis)."""
-    return _move(session, "requeue", R.queued_at < cutoff)
+    return sorted(
+        row.id for row in _moving(session, "requeue", R.queued_at < cutoff, skip_locked=True)
+    )
 
 
 def release_unwritten(
@@ -305,12 +313,14 @@ def release_unwritten(
     counts as a crash; returns (put back, failed at the crash cap)."""
     stalled = (R.state == SENDING, R.sending_at < cutoff, R.requested_at.is_(None))
     message = "the worker sending it stopped before it was sent, more than once"
-    failed = _move(
+    failed = _moving(
         session, "fail", *stalled, R.crashes + 1 >= MAX_CRASHES,
-        crashes=R.crashes + 1, error_message=message,
+        crashes=R.crashes + 1, error_message=message, skip_locked=True,
     )  # fmt: skip
-    released = _move(session, "retry", *stalled, crashes=R.crashes + 1, send_at=now)
-    return released, failed
+    released = _moving(
+        session, "retry", *stalled, crashes=R.crashes + 1, send_at=now, skip_locked=True
+    )
+    return sorted(row.id for row in released), sorted(row.id for row in failed)
 
 
 def unknown(session: Session, held: Held, message: str) -> bool:
