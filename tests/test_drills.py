@@ -9,14 +9,21 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fakes.smtp import FakeSmtp
 from fakes.twilio import FakeTwilio
 from processes import CeleryProcess, wait_for
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 from test_workers import assert_each_sent_once, make_due, settled, states
+
+from reminders.interfaces.tasks import SEND_THREADS
+from reminders.store import models
+from reminders.store.db import session_scope
 
 pytestmark = pytest.mark.slow
 LEASE = 5  # REMINDERS_STUCK_AFTER_SECONDS in the tests' environment (conftest.py)
@@ -132,3 +139,29 @@ def test_a_provider_outage_delays_and_loses_nothing(
     wait_for(settled(factory, 200), timeout=90, what="all 200 settled after the outage")
     print(f"200 reminders sent {time.monotonic() - healed:.1f}s after the provider healed")
     assert_each_sent_once(fake_twilio, factory, 200)
+
+
+def test_a_worker_killed_mid_email_burst_repeats_almost_nothing(
+    hosts: Hosts, fake_smtp: FakeSmtp, factory: sessionmaker[Session]
+) -> None:
+    """SMTP cannot be asked what it accepted, so an email whose worker was killed between the
+    server's acceptance and the record of it goes again (with the same Message-ID). Each
+    outcome is recorded the moment it is known, so that window is one message per sending
+    thread at most, and in practice far less (docs/reliability.md)."""
+    make_due(factory, 450)
+    with session_scope(factory) as session:
+        session.execute(update(models.Reminder).values(channel="email"))
+        for patient in session.scalars(select(models.Patient)):
+            patient.email = f"patient.{patient.id}@example.org"
+    first = hosts.start("worker")
+    hosts.start("beat")
+    wait_for(lambda: len(fake_smtp.received) >= 100, timeout=60, what="the burst to start")
+    first.kill()
+    assert states(factory)["sent"] < 450, "the burst finished before the kill: too small"
+    hosts.start("worker")
+    wait_for(settled(factory, 450), timeout=120, what="all 450 settled after the kill")
+    ids = Counter(str(r.message["Message-ID"]) for r in fake_smtp.received)
+    twice = sum(1 for n in ids.values() if n > 1)
+    print(f"emails sent twice after a kill mid-burst: {twice} of 450")
+    assert len(ids) == 450 and states(factory) == Counter({"sent": 450})
+    assert twice <= 2 * SEND_THREADS  # at most one per sending thread of the killed worker

@@ -12,7 +12,8 @@
    must then leave within `LEAVE_WITHIN` by this process's monotonic clock, or it does not
    leave at all (`Unsent`): a worker paused in between cannot send after the sweeper has
    given its row to another.
-4. `settle`: each outcome is recorded, only for the attempt this worker still holds.
+4. `settle`: each outcome is recorded as soon as it is known, in a transaction of its own,
+   only for the attempt this worker still holds.
 """
 
 from __future__ import annotations
@@ -59,14 +60,6 @@ LEAVE_WITHIN = 0.5
 R = models.Reminder
 
 
-@dataclasses.dataclass(frozen=True)
-class Withheld:
-    """`go` refused: the row was stopped (superseded, opted out, worthless), settled elsewhere,
-    or its lease had passed; nothing left."""
-
-    why: str | tuple[str, str]
-
-
 def send_reminders(
     factory: sessionmaker[Session],
     config: Config,
@@ -84,12 +77,15 @@ def send_reminders(
     counts: Counter[str] = Counter(held=len(held))
     with session_scope(factory) as session:
         ready = prepare(session, held, config, clock(session))
+        # As prepared: what a sent message's record needs (it needs no more reading).
+        prepared = {r.id: r for r in load_reminders(session, [h.id for h, _ in ready])}
     counts["skipped"] = len(held) - len(ready)
     lease = timedelta(seconds=config.settings.stuck_after)
 
-    def go_and_send(
-        pair: tuple[Held, OutgoingMessage],
-    ) -> tuple[Sent | DeliveryError | Withheld, float]:
+    def go_send_settle(pair: tuple[Held, OutgoingMessage]) -> str:
+        """One message: the last check, the request, and its outcome recorded at once, so that
+        a worker killed a moment later leaves as little as possible unrecorded (an email's
+        server cannot be asked later what it accepted)."""
         row, message = pair
         started = time.monotonic()
         with session_scope(factory) as session:
@@ -97,26 +93,36 @@ def send_reminders(
             if isinstance(refused, tuple):
                 lifecycle.stop(session, row, *refused)
         if refused is not None:
-            return Withheld(refused), 0.0
+            return "withheld"
         message = dataclasses.replace(message, leave_by=started + LEAVE_WITHIN)
-        return _send(transports.for_channel(message.channel), message)
+        transport = transports.for_channel(message.channel)
+        result, seconds = _send(transport, message)
+        with session_scope(factory) as session:
+            now = clock(session)
+            if isinstance(result, Sent):
+                reminder = prepared[row.id]
+            else:  # staff may be told, email tried instead: read it as it is now
+                (reminder,) = load_reminders(session, [row.id])
+            return settle(session, config, reminder, row, result, transport.name, seconds, now)
+
+    # One patient's messages go one after another, in their planned order (the batch is in id
+    # order): sent in parallel, a confirmation could arrive after the instruction it precedes.
+    by_patient: dict[int, list[tuple[Held, OutgoingMessage]]] = {}
+    for pair in ready:
+        by_patient.setdefault(prepared[pair[0].id].enrolment_id, []).append(pair)
+
+    def in_order(pairs: list[tuple[Held, OutgoingMessage]]) -> list[tuple[str, str]]:
+        return [(go_send_settle(pair), pair[1].channel) for pair in pairs]
 
     mapper = pool.map if pool is not None else map
-    results: list[tuple[Sent | DeliveryError | Withheld, float]] = list(mapper(go_and_send, ready))
-    with session_scope(factory) as session:
-        now = clock(session)
-        rows = {r.id: r for r in load_reminders(session, [h.id for h, _ in ready])}
-        took: set[str] = set()
-        for (row, message), (result, seconds) in zip(ready, results, strict=True):
-            if isinstance(result, Withheld):
-                counts["withheld"] += 1
-                continue
-            transport = transports.for_channel(message.channel).name
-            counts[settle(session, config, rows[row.id], row, result, transport, seconds, now)] += 1
-            if isinstance(result, Sent):
-                took.add(message.channel)
-        for channel in took:
-            provider_recovered(session, channel, now)
+    outcomes = [one for group in mapper(in_order, by_patient.values()) for one in group]
+    counts.update(name for name, _ in outcomes)
+    took = {channel for name, channel in outcomes if name == "sent"}
+    if took:
+        with session_scope(factory) as session:
+            now = clock(session)
+            for channel in sorted(took):
+                provider_recovered(session, channel, now)
     return dict(counts)
 
 
