@@ -4,10 +4,10 @@ provider about. Nothing here changes a reminder's state; that is `lifecycle`'s a
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
-from sqlalchemy import and_, case, exists, literal, or_, select, update
+from sqlalchemy import and_, case, exists, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from reminders.store import models
@@ -90,21 +90,26 @@ LEASE_PASSED = "lease passed"
 
 
 def go(
-    session: Session, held: Held, now: datetime, *, lease: timedelta
-) -> str | tuple[str, str] | None:
+    session: Session, held: Held, now: datetime | None, *, lease: timedelta
+) -> datetime | str | tuple[str, str]:
     """The last check before a request leaves, committed with the time it was allowed to
-    (`requested_at`): None if it may go now. It goes only while this worker still holds the
-    attempt within its lease, the enrolment is as it was when the words were written (its
-    version: a reschedule, an edit or a cancellation moves it on), the destination has not
-    opted out, and it is not worthless yet (`now`: the database's time).
+    (`requested_at`), which it returns if it may go now. It goes only while this worker still
+    holds the attempt within its lease, the enrolment is as it was when the words were written
+    (its version: a reschedule, an edit or a cancellation moves it on), the destination has not
+    opted out, and it is not worthless yet. `now`: the time, or None for PostgreSQL's own
+    clock, read in the same round trip as the enrolment.
 
     The enrolment is read FOR SHARE, so a change under way is waited for and then seen; a
     change or a STOP that comes after this commits finds the request left (`in_flight`)."""
-    version = session.scalar(
-        select(E.schedule_version)
+    found_version = session.execute(
+        select(E.schedule_version, func.clock_timestamp() if now is None else literal(now))
         .where(E.id == select(R.enrolment_id).where(R.id == held.id).scalar_subquery())
         .with_for_update(read=True)
-    )
+    ).first()
+    if found_version is None:
+        return ELSEWHERE  # purged meanwhile
+    version, now = found_version
+    now = now.astimezone(UTC)
     opted_out = exists().where(
         models.OptOut.channel == R.channel, models.OptOut.destination == R.destination
     )
@@ -122,7 +127,7 @@ def go(
         .returning(R.id)
         .execution_options(synchronize_session=False)
     ).first():
-        return None
+        return now
     found = session.execute(
         select(*(case((check, True), else_=False).label(n) for n, check in checks.items()))
         .where(R.id == held.id)
