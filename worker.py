@@ -50,9 +50,10 @@ app.conf.update(
     # A task is acknowledged when it has finished, and a worker takes one at a time, so a
     # worker that dies mid-batch leaves its batch to be redelivered; the guarded send makes the
     # redelivery harmless.
-    # No send may outlive the sweeper's patience: a task still running past this is killed
-    # (and its rows settled with the provider), so the sweeper never resends a message that a
-    # slow worker is still sending.
+    # A backstop: a task still running past this is killed. What keeps a slow or paused worker
+    # from sending what the sweeper has since given to another is the last check before each
+    # request (`holds.go`, by the database's clock) and `send.LEAVE_WITHIN`, not this limit,
+    # which each host measures by its own clock.
     task_time_limit=max(5, int(settings.stuck_after) - 5),
     task_acks_late=True,
     task_reject_on_worker_lost=True,
@@ -70,8 +71,9 @@ app.conf.update(
         "dispatch": {
             "task": "reminders.dispatch_due",
             "schedule": timedelta(seconds=1),
-            # A dispatch that waited longer than this is stale; the next one does its work.
-            "options": {"expires": 10},
+            # No `expires`: Celery stamps it with beat's own clock and the worker compares it
+            # with its own, so a beat whose clock is behind would have every dispatch thrown
+            # away as stale. A dispatch that waited is harmless: it claims what is due then.
         },
         "purge": {
             "task": "reminders.purge",
@@ -82,7 +84,6 @@ app.conf.update(
             "task": "reminders.sweep",
             # Often enough that stuck work is recovered well within two minutes of a fault.
             "schedule": timedelta(seconds=max(1.0, min(20.0, settings.stuck_after / 3))),
-            "options": {"expires": 60},
         },
     },
 )

@@ -307,10 +307,29 @@ class Settings(BaseSettings):
     provider_timeout: Annotated[float, _at_least(1)] = Field(
         10.0, validation_alias="REMINDERS_PROVIDER_TIMEOUT_SECONDS"
     )
-    # Seconds before the sweeper recovers a queued or sending row.
+    # Seconds before the sweeper recovers a queued or sending row: a worker's lease on a row it
+    # sends. Longer than any request can take (a connect and a read, each up to the provider's
+    # timeout, and the moment between the last check and the request leaving), so that the
+    # provider is never asked about a message whose request may still be on its way.
     stuck_after: Annotated[float, _at_least(1)] = Field(
         60.0, validation_alias="REMINDERS_STUCK_AFTER_SECONDS"
     )
+    # Seconds the provider may be unable to say whether it has a message before the sweeper
+    # gives up asking and settles it as "outcome unknown" (docs/reliability.md).
+    outcome_unknown_after: Annotated[float, _at_least(1)] = Field(
+        600.0, validation_alias="REMINDERS_OUTCOME_UNKNOWN_AFTER_SECONDS"
+    )
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_request(self) -> Settings:
+        longest = 2 * self.provider_timeout + 0.5
+        if self.stuck_after <= longest:
+            raise ConfigError(
+                f"REMINDERS_STUCK_AFTER_SECONDS: must be more than {longest:g} seconds (twice "
+                "REMINDERS_PROVIDER_TIMEOUT_SECONDS and half a second), so that a request "
+                "still on its way is never taken for stuck"
+            )
+        return self
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from reminders.store import journal, lifecycle, models
+from reminders.store import holds, journal, lifecycle, models
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 R = models.Reminder
@@ -119,33 +119,48 @@ def test_a_sent_reminder_never_moves_again(session: Session) -> None:
     assert fetch(session, reminder_id).state == "sent"
 
 
-@pytest.mark.parametrize(
-    ("counts", "cap"), [("failures", lifecycle.MAX_FAILURES), ("crashes", lifecycle.MAX_CRASHES)]
-)
-def test_a_row_that_keeps_failing_is_failed_at_its_cap(
-    session: Session, counts: str, cap: int
+def test_a_row_that_keeps_stopping_its_worker_is_failed_at_the_crash_cap(
+    session: Session,
 ) -> None:
     reminder_id = reminder(session)
     ends = []
+    cap = lifecycle.MAX_CRASHES
     for _ in range(cap):
         held = taken(session, reminder_id)
         ends.append(
-            lifecycle.retry(session, held, at=NOW, counts=counts, code="20500", message="500")
+            lifecycle.retry(session, held, at=NOW, counts="crashes", code=None, message="boom")
         )
     assert ends == ["scheduled"] * (cap - 1) + ["failed"]
     row = fetch(session, reminder_id)
-    assert (row.state, getattr(row, counts), row.error_message) == ("failed", cap, "500")
+    assert (row.state, row.crashes, row.error_message) == ("failed", cap, "boom")
+
+
+def test_a_failing_provider_is_tried_until_the_reminder_is_worthless(session: Session) -> None:
+    """An outage of minutes delays a reminder; only its expiry fails it (no count does)."""
+    reminder_id = reminder(session)
+    for attempt in range(30):
+        held = taken(session, reminder_id)
+        at = NOW + timedelta(minutes=attempt)
+        assert lifecycle.retry(
+            session, held, at=at, counts="failures", code="20500", message="500"
+        ) == "scheduled"  # fmt: skip
+    held = taken(session, reminder_id)
+    worthless = NOW + timedelta(days=9)
+    assert lifecycle.retry(
+        session, held, at=worthless, counts="failures", code="20500", message="500"
+    ) == "failed"  # fmt: skip
+    assert fetch(session, reminder_id).failures == 31
 
 
 def test_waiting_for_the_window_or_our_settings_counts_against_nothing(session: Session) -> None:
     reminder_id = reminder(session)
-    for _ in range(lifecycle.MAX_FAILURES + 2):
+    for _ in range(lifecycle.MAX_CRASHES + 2):
         held = taken(session, reminder_id)
         assert lifecycle.retry(
             session, held, at=NOW, counts=None, code="20003", message="credentials"
         ) == "scheduled"  # fmt: skip
     row = fetch(session, reminder_id)
-    assert (row.failures, row.crashes, row.attempts) == (0, 0, lifecycle.MAX_FAILURES + 2)
+    assert (row.failures, row.crashes, row.attempts) == (0, 0, lifecycle.MAX_CRASHES + 2)
 
 
 def test_a_retry_past_the_expiry_fails_instead(session: Session) -> None:
@@ -157,12 +172,56 @@ def test_a_retry_past_the_expiry_fails_instead(session: Session) -> None:
     )
 
 
-def test_withdraw_leaves_a_row_a_worker_holds_to_the_worker(session: Session) -> None:
+def test_withdraw_stops_all_but_a_request_that_has_left(session: Session) -> None:
+    """A change of plan withdraws pending rows and rows a worker holds whose request has not
+    been let go; one whose request left may reach the patient, and is left to its worker."""
     pending = [reminder(session, "scheduled"), reminder(session, "queued")]
     held = reminder(session, "sending")
-    assert lifecycle.withdraw(session, [*pending, held], "superseded") == pending
-    assert [fetch(session, r).cancel_reason for r in pending] == ["superseded"] * 2
-    assert fetch(session, held).state == "sending"
+    flying = reminder(session, "sending", requested_at=NOW)
+    withdrawn = [*pending, held]
+    assert lifecycle.withdraw(session, [*withdrawn, flying], "superseded") == withdrawn
+    assert [fetch(session, r).cancel_reason for r in withdrawn] == ["superseded"] * 3
+    assert fetch(session, flying).state == "sending"
+
+
+LEASE = timedelta(minutes=1)
+
+
+def test_go_lets_a_request_leave_only_while_everything_still_holds(session: Session) -> None:
+    """The last check before a request leaves, and what it says when the answer is no."""
+    ok = reminder(session)
+    held = taken(session, ok)
+    session.execute(update(R).where(R.id == ok).values(destination="+447911100010"))
+    assert holds.go(session, held, NOW, lease=LEASE) == NOW
+    assert fetch(session, ok).requested_at == NOW
+    assert holds.go(session, held, NOW, lease=LEASE) == holds.ELSEWHERE  # once only
+
+    def refused(why: object, **change: object) -> None:
+        reminder_id = reminder(session)
+        held = taken(session, reminder_id)
+        session.execute(update(R).where(R.id == reminder_id).values(
+            destination="+447911100010", **change))  # fmt: skip
+        assert holds.go(session, held, NOW, lease=LEASE) == why
+        assert fetch(session, reminder_id).requested_at is None
+
+    refused((lifecycle.CANCELLED, "superseded"), schedule_version=0)
+    refused((lifecycle.SKIPPED, "too late to be useful"), expires_at=NOW)
+    refused(holds.LEASE_PASSED, sending_at=NOW - LEASE)
+    session.add(models.OptOut(channel="sms", destination="+447911100010", source="STOP reply"))
+    refused((lifecycle.SKIPPED, "opted out"))
+
+
+def test_an_opt_out_stops_what_a_worker_holds_but_has_not_let_go(session: Session) -> None:
+    waiting = reminder(session, "scheduled")
+    held = reminder(session, "sending")
+    flying = reminder(session, "sending", requested_at=NOW)
+    assert lifecycle.fence_opted_out(session, "sms", "+447911100010") == [held]
+    assert lifecycle.fence_opted_out(session, "email", "megan.price@example.org") == []
+    session.commit()
+    assert [fetch(session, r).state for r in (waiting, held, flying)] == [
+        "scheduled", "skipped", "sending",
+    ]  # fmt: skip
+    assert fetch(session, held).cancel_reason == "opted out"
 
 
 def test_the_sweeper_counts_a_stopped_worker_as_a_crash(session: Session) -> None:

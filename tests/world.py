@@ -37,7 +37,7 @@ class Clock:
     def __init__(self) -> None:
         self.now = datetime.now(UTC).replace(microsecond=0)
 
-    def __call__(self) -> datetime:
+    def __call__(self, session: object = None) -> datetime:
         return self.now
 
     def advance(self, **delta: float) -> None:

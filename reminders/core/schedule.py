@@ -163,6 +163,7 @@ def compute_schedule(
     medicines: Medicines = NO_MEDICINES,
     unit: Unit | None = None,
     unit_zone: ZoneInfo | None = None,
+    owed: Collection[tuple[str, str]] = (),
 ) -> Schedule:
     """Every reminder still to send for `enrolment`, as of `now`; with `unit`, a warning when
     the procedure is booked while the unit is shut.
@@ -171,7 +172,9 @@ def compute_schedule(
     that still read the same: they are not planned again, and count as scheduled for other
     rules' `requires`. `corrected` holds those already sent that now read differently and get
     a correction at once: they are planned again only where their own time is still to come
-    (the fasting message the evening before the new date), never late.
+    (the fasting message the evening before the new date), never late. `owed` holds those
+    that were planned, fell due and never reached the patient: where their time has passed,
+    they go now while still worth sending, whatever the rule says for a late enrolment.
     """
     if now.tzinfo is None:
         raise ValueError("now must be an aware datetime")
@@ -193,13 +196,15 @@ def compute_schedule(
         channels = [c for c in rule.channels if c in enrolment.channels]
         if any((rule.id, c) in delivered for c in channels):
             placed.setdefault(rule.id, [])
-        for late_ok, wanted in (
-            (True, [c for c in channels if (rule.id, c) not in (*delivered, *corrected)]),
-            (False, [c for c in channels if (rule.id, c) in corrected]),
+        fresh = [c for c in channels if (rule.id, c) not in (*delivered, *corrected)]
+        for late, wanted in (
+            (rule.late, [c for c in fresh if (rule.id, c) not in owed]),
+            ("send-now", [c for c in fresh if (rule.id, c) in owed]),
+            ("skip", [c for c in channels if (rule.id, c) in corrected]),
         ):
             if not wanted:
                 continue
-            as_planned = rule if late_ok else rule.model_copy(update={"late": "skip"})
+            as_planned = rule if late == rule.late else rule.model_copy(update={"late": late})
             at, warning = _place(as_planned, timing, facts, now, window)
             # A hold plan that is too late is one call for staff, not a warning per message.
             held = notes.too_late and rule.when.get("anticoagulant") == "hold"

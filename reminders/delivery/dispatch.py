@@ -8,12 +8,11 @@ roll back, and a task lost on the way is put back by the sweeper.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from reminders.store import lifecycle
-from reminders.store.db import session_scope
+from reminders.store.db import Clock, session_scope
 
 CLAIM_LIMIT = 500
 DISPATCH_ROUNDS = 4  # claims of CLAIM_LIMIT per dispatch run (beat runs one a second)
@@ -24,7 +23,7 @@ def dispatch(
     factory: sessionmaker[Session],
     publish: Callable[[Sequence[int]], None],
     *,
-    clock: Callable[[], datetime],
+    clock: Clock,
     backlog: Callable[[], int],
 ) -> int:
     """Claim what is due and queue it, in rounds. A burst is claimed only as fast as workers
@@ -39,7 +38,9 @@ def dispatch(
         if backlog() >= MAX_BACKLOG:
             break
         with session_scope(factory) as session:
-            claimed = lifecycle.claim(session, clock(), CLAIM_LIMIT)
+            # Due by the database's clock: a beat or worker whose own clock is behind would
+            # otherwise see nothing due.
+            claimed = lifecycle.claim(session, clock(session), CLAIM_LIMIT)
         publish([row.id for row in claimed if not row.crashes])
         for row in claimed:
             if row.crashes:

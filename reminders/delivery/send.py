@@ -6,17 +6,23 @@
    late, the sending window shut), its words are written from the booking as it is now and
    kept on the row, and its message is built. A row that cannot be prepared (a template that
    raises, a bug) is put back on its own or failed; its batch-mates go on.
-3. The messages go to the providers, outside any transaction, in parallel.
-4. `settle`: each outcome is recorded, only for the attempt this worker still holds.
+3. The messages go to the providers, outside any transaction, in parallel. Just before each
+   request, `holds.go` checks and commits that it may leave (still held within its lease, the
+   plan unchanged, not opted out, still worth sending, by the database's clock); the request
+   must then leave within `LEAVE_WITHIN` by this process's monotonic clock, or it does not
+   leave at all (`Unsent`): a worker paused in between cannot send after the sweeper has
+   given its row to another.
+4. `settle`: each outcome is recorded as soon as it is known, in a transaction of its own,
+   only for the attempt this worker still holds.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import random
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -30,29 +36,27 @@ from reminders.core.facts import History
 from reminders.core.protocols import Rule
 from reminders.core.rendering import RenderError
 from reminders.delivery import compose
+from reminders.delivery.settle import crashed, provider_recovered, settle, tell_staff
 from reminders.delivery.transports import (
     AmbiguousError,
-    ConfigurationError,
     DeliveryError,
     OutgoingMessage,
-    PermanentError,
     Sent,
     Transport,
     Transports,
 )
-from reminders.services import replies, wording
-from reminders.services.planning import email_instead, history_of
-from reminders.store import journal, lifecycle, models
-from reminders.store.db import session_scope
+from reminders.services import wording
+from reminders.services.planning import history_of
+from reminders.store import holds, lifecycle, models
+from reminders.store.db import Clock, read_in_database, session_scope
 from reminders.store.lifecycle import Held
 
 log = logging.getLogger(__name__)
 
-# 2, 4, 8, 16, 20, 20, 20 seconds: a provider hiccup costs seconds, and even a run of failures
-# ends, sent or failed with its reason, within two minutes; a long outage is tried every 20 s.
-RETRY_BASE = timedelta(seconds=2)
-RETRY_CAP = timedelta(seconds=20)
-CONFIGURATION_RETRY = timedelta(minutes=1)
+# Seconds, by this process's monotonic clock, from reading the database's time for `go` to the
+# request leaving; later, it does not leave. Far less than the sweeper's patience with a row
+# whose request left (`stuck_after`, less the provider's timeouts: see `Settings`).
+LEAVE_WITHIN = 0.5
 R = models.Reminder
 
 
@@ -62,28 +66,66 @@ def send_reminders(
     transports: Transports,
     ids: Sequence[int],
     *,
-    clock: Callable[[], datetime],
+    clock: Clock,
     pool: ThreadPoolExecutor | None = None,
 ) -> dict[str, int]:
     """Send the queued reminders `ids`, each at most once. Returns counts by outcome."""
     with session_scope(factory) as session:
-        held = lifecycle.begin(session, ids, clock())
+        held = lifecycle.begin(session, ids, clock(session))
     if not held:
         return {}
     counts: Counter[str] = Counter(held=len(held))
     with session_scope(factory) as session:
-        ready = prepare(session, held, config, clock())
+        ready = prepare(session, held, config, clock(session))
+        # As prepared: what a sent message's record needs (it needs no more reading).
+        prepared = {r.id: r for r in load_reminders(session, [h.id for h, _ in ready])}
     counts["skipped"] = len(held) - len(ready)
+    lease = timedelta(seconds=config.settings.stuck_after)
+
+    def go_send_settle(pair: tuple[Held, OutgoingMessage]) -> str:
+        """One message: the last check, the request, and its outcome recorded at once, so that
+        a worker killed a moment later leaves as little as possible unrecorded (an email's
+        server cannot be asked later what it accepted)."""
+        row, message = pair
+        started = time.monotonic()
+        with session_scope(factory) as session:
+            at = None if read_in_database(clock) else clock(session)
+            went = holds.go(session, row, at, lease=lease)
+            if isinstance(went, tuple):
+                lifecycle.stop(session, row, *went)
+        if not isinstance(went, datetime):
+            return "withheld"
+        message = dataclasses.replace(message, leave_by=started + LEAVE_WITHIN)
+        transport = transports.for_channel(message.channel)
+        result, seconds = _send(transport, message)
+        with session_scope(factory) as session:
+            # The database's time, from when it let the request go: no round trip to read it.
+            elapsed = timedelta(seconds=time.monotonic() - started)
+            now = went + elapsed if read_in_database(clock) else clock(session)
+            if isinstance(result, Sent):
+                reminder = prepared[row.id]
+            else:  # staff may be told, email tried instead: read it as it is now
+                (reminder,) = load_reminders(session, [row.id])
+            return settle(session, config, reminder, row, result, transport.name, seconds, now)
+
+    # One patient's messages go one after another, in their planned order (the batch is in id
+    # order): sent in parallel, a confirmation could arrive after the instruction it precedes.
+    by_patient: dict[int, list[tuple[Held, OutgoingMessage]]] = {}
+    for pair in ready:
+        by_patient.setdefault(prepared[pair[0].id].enrolment_id, []).append(pair)
+
+    def in_order(pairs: list[tuple[Held, OutgoingMessage]]) -> list[tuple[str, str]]:
+        return [(go_send_settle(pair), pair[1].channel) for pair in pairs]
+
     mapper = pool.map if pool is not None else map
-    results = list(
-        mapper(lambda pair: _send(transports.for_channel(pair[1].channel), pair[1]), ready)
-    )
-    with session_scope(factory) as session:
-        now = clock()
-        rows = {r.id: r for r in load_reminders(session, [h.id for h, _ in ready])}
-        for (row, message), (result, seconds) in zip(ready, results, strict=True):
-            transport = transports.for_channel(message.channel).name
-            counts[settle(session, config, rows[row.id], row, result, transport, seconds, now)] += 1
+    outcomes = [one for group in mapper(in_order, by_patient.values()) for one in group]
+    counts.update(name for name, _ in outcomes)
+    took = {channel for name, channel in outcomes if name == "sent"}
+    if took:
+        with session_scope(factory) as session:
+            now = clock(session)
+            for channel in sorted(took):
+                provider_recovered(session, channel, now)
     return dict(counts)
 
 
@@ -108,9 +150,12 @@ def prepare(
     # Wait for a reschedule or cancellation of these enrolments that is under way (it holds
     # the enrolment row FOR UPDATE) and read what it committed: otherwise a reminder it is
     # superseding could still go out with its old text (PostgreSQL; SQLite has one writer).
+    # In the order of their ids, as every transaction that locks several enrolments takes them
+    # (a CSV import does too): two that took them in different orders could deadlock.
     session.scalars(
         select(models.Enrolment)
         .where(models.Enrolment.id.in_({r.enrolment_id for r in reminders}))
+        .order_by(models.Enrolment.id)
         .with_for_update(read=True)
         # Read again, they drop what was loaded with them: the patients come back in the same
         # round trip, not one query each.
@@ -143,9 +188,7 @@ def prepare(
             continue
         except Exception as exc:
             log.exception("reminder %s could not be prepared", reminder.id)
-            _crashed(
-                session, reminder, row, now, f"it could not be prepared ({type(exc).__name__})"
-            )
+            crashed(session, reminder, row, now, f"it could not be prepared ({type(exc).__name__})")
             continue
         if stop is not None:
             lifecycle.stop(session, row, *stop)
@@ -250,135 +293,3 @@ def _send(transport: Transport, message: OutgoingMessage) -> tuple[Sent | Delive
         log.exception("unexpected error sending reminder %s", message.reminder_id)
         outcome = AmbiguousError(f"unexpected error: {type(exc).__name__}")
     return outcome, time.perf_counter() - started
-
-
-def retry_delay(attempt: int, retry_after: float | None) -> timedelta:
-    delay: timedelta = min(RETRY_BASE * 2 ** max(attempt - 1, 0), RETRY_CAP)
-    if retry_after:
-        delay = max(delay, timedelta(seconds=retry_after))
-    # Up to a tenth more, at random: rows that failed together do not all come back together.
-    return delay * (1 + random.random() / 10)
-
-
-def settle(
-    session: Session, config: Config, reminder: models.Reminder, row: Held,
-    outcome: Sent | DeliveryError, transport: str, seconds: float | None, now: datetime,
-) -> str:  # fmt: skip
-    """Record what the provider said, if this worker still holds the attempt. Returns the
-    outcome's name, for counting: `sent`, the error's class, or `settled-elsewhere`."""
-    # Ids and codes only: never the destination or the text.
-    log.info(
-        "reminder %s (%s, %s) via %s: %s%s",
-        reminder.id, reminder.rule, reminder.channel, transport,
-        "sent" if isinstance(outcome, Sent) else type(outcome).__name__,
-        f" code={outcome.code}" if isinstance(outcome, DeliveryError) and outcome.code else "",
-    )  # fmt: skip
-    if isinstance(outcome, Sent):
-        held = lifecycle.sent(
-            session, row, provider_id=outcome.provider_id, transport=transport, now=now,
-            delivery_status=outcome.delivery_status, seconds=seconds,
-        )  # fmt: skip
-        return "sent" if held else _elsewhere(reminder)
-    code, said = outcome.code, str(outcome)
-    name = type(outcome).__name__
-    if isinstance(outcome, AmbiguousError):
-        # Stays `sending`: the sweeper asks the provider before anything is resent.
-        held = lifecycle.unsure(
-            session, row, code=code, message=said, transport=transport, seconds=seconds
-        )
-        return name if held else _elsewhere(reminder)
-    if isinstance(outcome, PermanentError):
-        if not lifecycle.fail(
-            session, row, code=code, message=said, transport=transport, seconds=seconds
-        ):
-            return _elsewhere(reminder)
-        if outcome.opted_out and reminder.destination:
-            # The patient replied STOP at the carrier: honour it for every later reminder too.
-            replies.opt_out(session, "sms", reminder.destination, source="provider", now=now)
-        tell_staff(
-            session, reminder, "delivery-failed", f"could not be sent: {_said(outcome)}", now
-        )
-        if reminder.channel == "sms":
-            _email_instead(session, config, reminder, now)
-        return name
-    if isinstance(outcome, ConfigurationError):
-        # Our settings, not the patient's: wait, without counting against the reminder, and
-        # say so once.
-        state = lifecycle.retry(
-            session, row, at=now + CONFIGURATION_RETRY, counts=None, code=code, message=said,
-            transport=transport, seconds=seconds,
-        )  # fmt: skip
-        journal.note(
-            session, "configuration",
-            f"{'SMS' if reminder.channel == 'sms' else 'Email'} is not being sent: {outcome}. "
-            "Reminders are waiting; check the provider settings (TWILIO_* or SMTP_*).",
-            now=now,
-        )  # fmt: skip
-    else:
-        at = now + retry_delay(row.attempt, outcome.retry_after)
-        state = lifecycle.retry(
-            session, row, at=at, counts="failures", code=code, message=said,
-            transport=transport, seconds=seconds,
-        )  # fmt: skip
-    if state is None:
-        return _elsewhere(reminder)
-    if state == lifecycle.FAILED:
-        tell_staff(
-            session,
-            reminder,
-            "delivery-failed",
-            f"could not be sent in time: {_said(outcome)}",
-            now,
-        )
-    return name
-
-
-def _said(error: DeliveryError) -> str:
-    return f"{error}" + (f" (code {error.code})" if error.code else "")
-
-
-def _elsewhere(reminder: models.Reminder) -> str:
-    # The sweeper settled this attempt meanwhile (this worker was slow or paused); what it
-    # found is what counts.
-    log.warning("reminder %s was settled elsewhere during its send", reminder.id)
-    return "settled-elsewhere"
-
-
-def _crashed(
-    session: Session, reminder: models.Reminder, row: Held, now: datetime, why: str
-) -> None:
-    state = lifecycle.retry(
-        session, row, at=now + retry_delay(row.attempt, None), counts="crashes", code=None,
-        message=why,
-    )  # fmt: skip
-    if state == lifecycle.FAILED:
-        tell_staff(session, reminder, "delivery-failed", f"could not be sent: {why}", now)
-
-
-def tell_staff(
-    session: Session, reminder: models.Reminder, kind: str, what: str, now: datetime
-) -> None:
-    journal.note(
-        session, kind, f"{reminder.rule} ({reminder.channel}) {what}", now=now,
-        enrolment_id=reminder.enrolment_id, reminder_id=reminder.id,
-        needs_call=reminder.safety_critical,
-    )  # fmt: skip
-
-
-def _email_instead(
-    session: Session, config: Config, reminder: models.Reminder, now: datetime
-) -> None:
-    fallback = email_instead(session, config, reminder, now)
-    has_email = reminder.enrolment.patient.email is not None
-    note = (
-        "The same message is being sent by email instead."
-        if fallback is not None
-        else "The patient gets this message by email too."
-        if has_email
-        else "There is no email address to use instead."
-    )
-    journal.note(
-        session, "fallback", f"{reminder.rule}: the text failed. {note}", now=now,
-        enrolment_id=reminder.enrolment_id, reminder_id=reminder.id,
-        needs_call=reminder.safety_critical,
-    )  # fmt: skip

@@ -24,7 +24,7 @@ from reminders.delivery import dispatch, send, sweep
 from reminders.delivery.transports import Transports
 from reminders.services import import_runs, retention
 from reminders.settings import Settings
-from reminders.store.db import make_engine, make_sessionmaker, session_scope
+from reminders.store.db import DatabaseClock, make_engine, make_sessionmaker, session_scope
 from reminders.store.models import utcnow as now
 
 log = logging.getLogger(__name__)
@@ -59,11 +59,21 @@ class Runtime:
 
     @cached_property
     def engine(self) -> Engine:
-        return make_engine(self.settings.database_url)
+        # A worker inside a transaction for as long as a lease is paused or frozen: the
+        # database ends its session, and the rows it locked go back to the sweeper.
+        return make_engine(
+            self.settings.database_url, idle_in_transaction=self.settings.stuck_after
+        )
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
         return make_sessionmaker(self.engine)
+
+    @cached_property
+    def clock(self) -> DatabaseClock:
+        # Every lease, due and deadline decision goes by the database's time, whatever this
+        # host's clock says.
+        return DatabaseClock(self.engine)
 
     @cached_property
     def transports(self) -> Transports:
@@ -119,7 +129,7 @@ def dispatch_due(self: Any) -> int:
             depth = connection.default_channel.client.llen(Queues.SEND)
         return int(depth) * SEND_BATCH
 
-    claimed = dispatch.dispatch(rt.sessions, publish_send, clock=now, backlog=backlog)
+    claimed = dispatch.dispatch(rt.sessions, publish_send, clock=rt.clock, backlog=backlog)
     if claimed:  # what changed, not that it looked
         log.info("dispatched %d reminders", claimed)
     return claimed
@@ -128,13 +138,15 @@ def dispatch_due(self: Any) -> int:
 @shared_task(name="reminders.send_reminders", ignore_result=True, acks_late=True)
 def send_reminders(ids: list[int]) -> dict[str, int]:
     rt = runtime()
-    return send.send_reminders(rt.sessions, rt.config, rt.transports, ids, clock=now, pool=rt.pool)
+    return send.send_reminders(
+        rt.sessions, rt.config, rt.transports, ids, clock=rt.clock, pool=rt.pool
+    )
 
 
 @shared_task(name="reminders.sweep", ignore_result=True)
 def sweep_stalled() -> dict[str, int]:
     rt = runtime()
-    return sweep.sweep(rt.sessions, rt.config, rt.transports, clock=now)
+    return sweep.sweep(rt.sessions, rt.config, rt.transports, clock=rt.clock)
 
 
 @shared_task(name="reminders.purge", ignore_result=True)

@@ -39,7 +39,13 @@ from reminders.services.planning import (
     facts_of,
     replan,
 )
-from reminders.store import journal, lifecycle, models
+from reminders.store import holds, journal, lifecycle, models
+
+# How a change locks its enrolment (PostgreSQL's FOR NO KEY UPDATE): a worker preparing its
+# reminders waits (FOR SHARE), but a worker recording an attention item or a fallback email for
+# it does not (a new row referring to the enrolment takes FOR KEY SHARE): it may hold reminder
+# rows the change is waiting for, and the two would deadlock.
+CHANGING = {"key_share": True}
 
 # Enrolment fields that, when changed, change what the patient receives.
 _SCHEDULE_FIELDS = tuple(spec.name for spec in SCHEMA if spec.changes_schedule)
@@ -151,7 +157,11 @@ def enrol(
     enrolment = enrolment.with_changes(booking_ref=ref)
     starts_at = future_start(enrolment, now, config.zone)
     row = session.scalar(
-        select(models.Enrolment).where(models.Enrolment.booking_ref == ref).with_for_update()
+        select(models.Enrolment)
+        .where(models.Enrolment.booking_ref == ref)
+        .with_for_update(
+            key_share=True  # see `CHANGING`
+        )
     )
     if row is not None:
         return _update(session, config, row, enrolment, starts_at, now=now, actor=actor)
@@ -263,7 +273,7 @@ def reschedule(
     actor: str,
 ) -> EnrolResult:
     """Move the procedure; every pending reminder follows, and corrections go where needed."""
-    session.refresh(row, with_for_update=True)
+    session.refresh(row, with_for_update=CHANGING)
     enrolment = as_enrolment(row).with_changes(date=date, time=time)
     starts_at = localize(date, time, config.zone).astimezone(UTC)
     if starts_at <= now:
@@ -278,7 +288,7 @@ def cancel(
     cancelled. A patient told, or due, to stop a blood thinner is told the team will call
     about restarting it, and goes on the call list: never silence."""
     # Held until commit: a worker preparing this enrolment's reminders waits, then sees this.
-    session.refresh(row, with_for_update=True)
+    session.refresh(row, with_for_update=CHANGING)
     if row.status != models.ENROLMENT_ACTIVE:
         raise EnrolmentClosed(f"enrolment {row.booking_ref} is already {row.status}")
     session.flush()
@@ -286,9 +296,14 @@ def cancel(
     calls = []
     if stopped_or_due(facts, now):
         calls.append(cancelled_call(facts, now.astimezone(facts.zone).date()))
-    ending = [r for r in row.reminders if r.pending]
+    # Locked and read afresh, and withdrawn with the cancellation: pending, and held by a
+    # worker whose request has not left (it finds them gone). The version moves on, so the
+    # worker's last check (`holds.go`) refuses anything of the old plan; the cancellation's
+    # own notice is of the new version.
+    ending = [r for r in holds.lock_plan(session, row.id) if holds.replaceable(r)]
     lifecycle.withdraw(session, [r.id for r in ending], "enrolment cancelled")
     expire(session, ending)
+    row.schedule_version += 1
     row.status = models.ENROLMENT_CANCELLED
     row.ended_at = now
     try:

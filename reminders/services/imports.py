@@ -259,10 +259,28 @@ def _land(
     # Whatever the bulk path could not insert (another writer enrolled one of these references
     # a moment ago) goes through `enrol` one row at a time, like the rows already stored.
     leftover = _land_new(session, new, outcome, now=now, actor=actor)
+    _lock_in_order(session, [row.ref for row, _ in [*stored, *leftover] if row.ref])
     for row, enrolment in [*stored, *leftover]:
         version = batch.versions.get(row.ref or "")
         _land_one(session, config, row, enrolment, version, outcome, now=now, actor=actor)
     return outcome
+
+
+def _lock_in_order(session: Session, refs: list[str]) -> None:
+    """Lock the enrolments a batch updates, and their reminders, in the order of their ids
+    before changing any: a worker sending some of them locks them in that order too, so a file
+    in any row order cannot deadlock with it (PostgreSQL aborts one of two transactions that
+    wait for each other; SQLite has one writer)."""
+    if not refs:
+        return
+    ids = select(models.Enrolment.id).where(models.Enrolment.booking_ref.in_(refs))
+    session.execute(ids.order_by(models.Enrolment.id).with_for_update(key_share=True)).all()
+    session.execute(
+        select(models.Reminder.id)
+        .where(models.Reminder.enrolment_id.in_(ids.scalar_subquery()))
+        .order_by(models.Reminder.id)
+        .with_for_update()
+    ).all()
 
 
 def _read_row(

@@ -24,7 +24,7 @@ from reminders.core.schedule import (
     plan_notices,
     review_sent,
 )
-from reminders.store import lifecycle, models
+from reminders.store import holds, lifecycle, models
 
 
 def as_enrolment(row: models.Enrolment) -> Enrolment:
@@ -146,8 +146,18 @@ def replan(
     confirmation) is not sent again as well."""
     protocol = config.protocols[row.procedure]
     enrolment = as_enrolment(row)
+    # Locked and read afresh: no worker can take one of these rows, or let its request go,
+    # until this change commits; and then it sees the change (`holds.go`).
+    holds.lock_plan(session, row.id)
     history = history_of(row.reminders)
     sent = {(told.rule, told.channel): told.fingerprint for told in history.told}  # latest wins
+    # Planned, due and not delivered (waiting, retrying, or held by a worker whose request has
+    # not left): the new plan sends it now if the rule still applies, even where the rule
+    # would skip a time already past at enrolment.
+    owed = {
+        (r.rule, r.channel) for r in row.reminders
+        if holds.replaceable(r) and (r.send_at <= now or r.attempts)
+    }  # fmt: skip
     facts = facts_for(
         protocol, enrolment, row.enrolled_at, history=history, medicines=config.medicines,
         unit_zone=config.zone,
@@ -176,7 +186,7 @@ def replan(
     schedule = compute_schedule(
         protocol, enrolment, now, config.window, delivered=unchanged,
         corrected=review.corrected, history=history, medicines=config.medicines,
-        unit=config.unit, unit_zone=config.zone,
+        unit=config.unit, unit_zone=config.zone, owed=owed,
     )  # fmt: skip
     corrections = plan_corrections(
         protocol, facts, [*review.corrected, *withdrawn], now, config.window,
@@ -193,18 +203,22 @@ def replan(
         calls=[*schedule.calls, *corrections.calls],
     )  # fmt: skip
     kept = [r for r in row.reminders if r.pending and is_notice(config, row.procedure, r.rule)]
+    flying = [r for r in row.reminders if holds.in_flight(r)]
     for new in wanted:
+        # A row whose request has left (it may reach the patient) stands for the same rule and
+        # channel in the new plan: planning it again could send it twice. One held by a worker
+        # whose request has not left is never kept: its words were written from the old plan.
         twin = next(
             (r for r in row.reminders if r.pending and r not in kept and _same(r, new)), None
-        )
+        ) or next((r for r in flying if r not in kept and (r.rule, r.channel) == (new.rule,
+                   new.channel)), None)  # fmt: skip
         if twin is not None:
             kept.append(twin)
         else:
             result.added.append(new)
     session.flush()
-    # A row a worker took into `sending` since it was read is left to the worker, which finds
-    # the enrolment moved on and stops it.
-    superseded = [r for r in row.reminders if r.pending and r not in kept]
+    # Withdrawn with this change: pending, and held by a worker whose request has not left.
+    superseded = [r for r in row.reminders if holds.replaceable(r) and r not in kept]
     lifecycle.carry_over(session, [r.id for r in kept], version)
     lifecycle.withdraw(session, [r.id for r in superseded], "superseded")
     expire(session, [*kept, *superseded])
@@ -222,7 +236,7 @@ def add_notices(
     if change.event == "moved":
         waiting = [
             r for r in row.reminders
-            if r.pending and is_notice(config, row.procedure, r.rule)
+            if holds.replaceable(r) and is_notice(config, row.procedure, r.rule)
             and (earlier := change_of(r)) is not None and earlier.event == "moved"
         ]  # fmt: skip
         if waiting:

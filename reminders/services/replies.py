@@ -13,7 +13,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from reminders.core.protocols import Unit
-from reminders.store import journal, models
+from reminders.store import journal, lifecycle, models
 
 # Twilio's own keyword lists (it confirms STOP and START to the patient itself).
 STOP_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "OPTOUT", "REVOKE"}
@@ -108,6 +108,10 @@ def opt_out(
         session.add(
             models.OptOut(channel=channel, destination=destination, source=source, created_at=now)
         )
+        session.flush()
+    # With the opt-out, in its transaction: nothing to them whose request has not left goes
+    # after this commits (a worker's last check, `holds.go`, waits for it and then sees it).
+    lifecycle.fence_opted_out(session, channel, destination)
 
 
 def _note(session: Session, sender: str, kind: str, message: str, now: datetime) -> None:

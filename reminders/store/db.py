@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import Connection, create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -19,9 +20,18 @@ POOL_SIZE = 20
 POOL_OVERFLOW = 10
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, idle_in_transaction: float | None = None) -> Engine:
+    """`idle_in_transaction`: seconds after which PostgreSQL ends a session that sits inside a
+    transaction doing nothing (a worker paused or frozen mid-transaction), so that the rows it
+    locked are not held for as long as its connection lingers (workers set it)."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
+        if idle_in_transaction is not None:
+            timeout = f"-c idle_in_transaction_session_timeout={int(idle_in_transaction * 1000)}"
+            return create_engine(
+                parsed, hide_parameters=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW,
+                pool_pre_ping=True, connect_args={"options": timeout},
+            )  # fmt: skip
         # hide_parameters: an error's text must not carry a patient's number into the logs.
         # A pool as large as the requests one web process serves at once (FastAPI runs up to
         # 40 handlers in threads): beyond pool_size, SQLAlchemy opens a connection per checkout
@@ -77,3 +87,46 @@ def locked_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         if connection.dialect.name == "sqlite":
             connection.exec_driver_sql("BEGIN IMMEDIATE")
         yield session
+
+
+class Clock(Protocol):
+    """The time every lease, due and deadline decision is made by. Given the session a
+    decision is made in, it may read the time there."""
+
+    def __call__(self, session: Session | None = None) -> datetime: ...
+
+
+class DatabaseClock:
+    """The database's time, so that workers and beats on hosts whose clocks disagree still make
+    one set of decisions: a worker whose clock is behind would otherwise send what another
+    worker's lease still covers, and a beat's clock decides nothing either (PostgreSQL's
+    `clock_timestamp()`). An SQLite file is on this machine, and its time is this machine's."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.postgresql = engine.dialect.name == "postgresql"
+
+    def __call__(self, session: Session | None = None) -> datetime:
+        if not self.postgresql:
+            return datetime.now(UTC)
+        if session is not None:
+            return database_now(session)
+        with self.engine.connect() as connection:
+            return _now(connection)
+
+
+def read_in_database(clock: Clock) -> bool:
+    """Whether `clock` is PostgreSQL's, which a statement can read as it runs (a round trip
+    saved where every message counts)."""
+    return isinstance(clock, DatabaseClock) and clock.postgresql
+
+
+def database_now(session: Session) -> datetime:
+    """The database's time now, read in `session` (see `DatabaseClock`)."""
+    connection = session.connection()
+    return _now(connection) if connection.dialect.name == "postgresql" else datetime.now(UTC)
+
+
+def _now(connection: Connection) -> datetime:
+    now = connection.execute(text("SELECT clock_timestamp()")).scalar_one()
+    return now.astimezone(UTC)  # type: ignore[no-any-return]

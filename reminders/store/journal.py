@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session
 
 from reminders.store import models
@@ -45,6 +45,8 @@ KINDS: dict[str, Kind] = {
     # A blood-thinner plan needs a clinician: none recorded, too late, or withdrawn by a change.
     "blood-thinner": Kind("A clinician must decide about a blood thinner", call=True, once="open"),
     "configuration": Kind("Messages are not going out", call=False, once="open"),
+    # Open while a provider keeps failing; closed by the first message it takes again.
+    "provider-trouble": Kind("The provider is failing", call=False, once="open"),
     "delivery-failed": Kind("Not delivered", call=None, once="open"),
     "fallback": Kind("Sent by email instead", call=None, once="open"),
     "not-delivered": Kind("Needed by now and not delivered", call=True, once="ever"),
@@ -87,6 +89,18 @@ def note(
     )
     session.add(item)
     return item
+
+
+def settle(session: Session, kind: str, message: str, *, now: datetime, by: str) -> int:
+    """Close the open entries of `kind` saying `message`: the trouble they report is over.
+    Returns how many were closed."""
+    closed = session.execute(
+        update(A)
+        .where(A.kind == kind, A.message == message, A.resolved_at.is_(None))
+        .values(resolved_at=now, resolved_by=by)
+        .execution_options(synchronize_session=False)
+    )
+    return int(closed.rowcount)  # type: ignore[attr-defined]
 
 
 def audit(

@@ -6,10 +6,16 @@ that worker began). Zero rows back means someone else got there first: another d
 sweeper, a reschedule. That, not a lock held across a provider call, is what keeps a message
 from going out twice while dispatchers, workers, sweepers and staff all touch the same rows.
 
-The caps are here too, so that no caller can forget them: a row whose provider keeps failing
-(`MAX_FAILURES`) or that keeps stopping the worker sending it (`MAX_CRASHES`, a poison row) is
-failed with its reason instead of being tried for ever. Callers tell staff (`journal`); this
-module only moves rows and says which moved.
+The limits are here too, so that no caller can forget them: a row whose provider keeps failing
+is tried until it is worthless (`expires_at`), and one that keeps stopping the worker sending
+it (`MAX_CRASHES`, a poison row) is failed with its reason instead of being tried for ever.
+Callers tell staff (`journal`); this module only moves rows and says which moved.
+
+A request leaves only after `go` has committed, in one short statement, that the worker still
+holds the row within its lease, the plan is unchanged, the patient has not opted out and it is
+still worth sending; a change of plan or a STOP withdraws, in its own transaction, every row
+whose request has not been let go (`withdraw`, `fence_opted_out`). Whichever commits first
+wins, and the other sees it.
 
 It lives with the store because enrolments (a reschedule withdraws pending rows) and delivery
 both move reminders.
@@ -17,27 +23,27 @@ both move reminders.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from prometheus_client import Histogram
-from sqlalchemy import ColumnElement, and_, case, event, literal, select, update
+from sqlalchemy import ColumnElement, and_, case, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from reminders import metrics
 from reminders.store import models
+from reminders.store.counting import count, observe
 
 R = models.Reminder
 SCHEDULED, QUEUED, SENDING, SENT, FAILED, CANCELLED, SKIPPED = models.REMINDER_STATES
 PENDING = models.PENDING_STATES
 INITIAL = SCHEDULED  # where every new reminder starts
 
-# Transient provider failures (a 500, a rate limit, an answer that never came and the provider
-# then did not have the message) before a reminder is failed for good; its expiry usually ends
-# it sooner.
-MAX_FAILURES = 8
+# The provider's transient failures (a 500, a rate limit, an answer that never came and the
+# provider then did not have the message) have no cap: a reminder is tried until it is worthless
+# (its `expires_at`), so an outage of minutes delays it instead of failing it for good.
+
 # Times a worker stopped (killed, timed out, or raised unexpectedly) while it held the row. A
 # batch-mate of a poison row is caught once with it; from then on a row that has crashed is
 # sent on its own (`claim` says which), so only the poison row reaches this.
@@ -60,8 +66,16 @@ MOVES: dict[str, Move] = {
     "fail": Move((SENDING,), FAILED, "it cannot be sent; the reason is kept for staff"),
     "stop": Move((SENDING,), CANCELLED, "at sending: the enrolment is cancelled or moved"),
     "drop": Move((SENDING,), SKIPPED, "at sending: opted out, too late, no way to reach them"),
-    "withdraw": Move(PENDING, CANCELLED, "before sending: the enrolment is cancelled or moved"),
-}
+    "withdraw": Move(
+        (*PENDING, SENDING), CANCELLED,
+        "the enrolment is cancelled or moved, before its request left (`unrequested`)",
+    ),
+    "opt-out": Move(
+        (*PENDING, SENDING), SKIPPED, "opted out, before its request left (`unrequested`)"
+    ),
+    "unknown": Move((SENDING,), FAILED, "the provider could not say, for too long, if it has it"),
+}  # fmt: skip
+E = models.Enrolment
 
 
 class Held(NamedTuple):
@@ -78,15 +92,35 @@ def _move(session: Session, name: str, *where: ColumnElement[bool], **values: An
     return sorted(row.id for row in _moving(session, name, *where, **values))
 
 
+FINAL = (SENT, FAILED, CANCELLED, SKIPPED)
+
+
 def _moving(
     session: Session,
     name: str,
     *where: ColumnElement[bool],
     returning: tuple[Any, ...] = (),
+    ordered: bool = True,
+    skip_locked: bool = False,
     **values: Any,
 ) -> list[Any]:
-    """`_move`, returning each moved row's id, channel and due time, then `returning`."""
+    """`_move`, returning each moved row's id, channel and due time, then `returning`.
+
+    `ordered`: the rows are locked in the order of their ids first (PostgreSQL; SQLite has one
+    writer), as every statement that locks several reminders does: two of them that took the
+    same rows in different orders (an import and a batch being sent) could each wait for the
+    other for ever, and one would be aborted for a deadlock. `skip_locked`: rows someone holds
+    a lock on are left for next time (the sweeper's way: a worker paused inside a transaction
+    must not stop every other row being recovered)."""
     move = MOVES[name]
+    if ordered:
+        locked = (
+            select(R.id)
+            .where(R.state.in_(move.sources), *where)
+            .order_by(R.id)
+            .with_for_update(skip_locked=skip_locked)
+        )
+        where = (R.id.in_(locked.scalar_subquery()), *where)
     rows = list(
         session.execute(
             update(R)
@@ -98,40 +132,19 @@ def _moving(
     )
     if move.target in FINAL:
         for row in rows:
-            _count(session, metrics.MESSAGES.labels(row.channel, move.target).inc)
+            count(session, metrics.MESSAGES.labels(row.channel, move.target).inc)
     return rows
 
 
-# --- counting, once committed -------------------------------------------------------------------
-
-FINAL = (SENT, FAILED, CANCELLED, SKIPPED)
-_COUNTS = "reminders.lifecycle.counts"
-
-
-def _count(session: Session, publish: Callable[[], object]) -> None:
-    """Count a change when its transaction commits (`metrics`): a rollback counts nothing."""
-    session.info.setdefault(_COUNTS, []).append(publish)
-
-
-@event.listens_for(Session, "after_commit")
-def _publish(session: Session) -> None:
-    for publish in session.info.pop(_COUNTS, ()):
-        publish()
-
-
-@event.listens_for(Session, "after_rollback")
-def _forget(session: Session) -> None:
-    session.info.pop(_COUNTS, None)
-
-
-def _observe(session: Session, histogram: Histogram, seconds: float | None) -> None:
-    if seconds is not None:
-        value = max(0.0, seconds)
-        _count(session, lambda: histogram.observe(value))
-
-
-def _fence(held: Held) -> ColumnElement[bool]:
+def held_by(held: Held) -> ColumnElement[bool]:
+    """The fence: the row, at the attempt this worker began."""
     return and_(R.id == held.id, R.attempts == held.attempt)
+
+
+# A row whose request has not been allowed to leave (`go`): pending, or taken by a worker that
+# has not yet committed its last check. A change of plan can still stop it.
+def _unrequested() -> ColumnElement[bool]:
+    return or_(R.state != SENDING, R.requested_at.is_(None))
 
 
 # --- the dispatcher and the worker -----------------------------------------------------------
@@ -155,9 +168,11 @@ def claim(session: Session, now: datetime, limit: int) -> list[Claimed]:
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
+    # Locked by the SELECT above, in due order; SKIP LOCKED means it never waits for a row.
     rows = _moving(
-        session, "claim", R.id.in_(due.scalar_subquery()), queued_at=now, returning=(R.crashes,)
-    )
+        session, "claim", R.id.in_(due.scalar_subquery()), queued_at=now,
+        returning=(R.crashes,), ordered=False,
+    )  # fmt: skip
     return sorted(Claimed(row.id, row.crashes) for row in rows)
 
 
@@ -169,7 +184,8 @@ def begin(session: Session, ids: Sequence[int], now: datetime) -> list[Held]:
         return []
     rows = _moving(
         session, "begin", R.id.in_(ids), sending_at=now, attempts=R.attempts + 1,
-        error_code=None, error_message=None, returning=(R.attempts,),
+        error_code=None, error_message=None, requested_at=None, asks=0, ask_after=None,
+        returning=(R.attempts,),
     )  # fmt: skip
     return sorted(Held(row.id, row.attempts) for row in rows)
 
@@ -179,7 +195,7 @@ def write_words(session: Session, held: Held, words: dict[str, object]) -> bool:
     longer holds it (then it must not be sent)."""
     done = session.execute(
         update(R)
-        .where(_fence(held), R.state == SENDING)
+        .where(held_by(held), R.state == SENDING)
         .values(**words)
         .returning(R.id)
         .execution_options(synchronize_session=False)
@@ -192,13 +208,13 @@ def sent(
     transport: str, seconds: float | None, now: datetime,
 ) -> bool:  # fmt: skip
     rows = _moving(
-        session, "sent", _fence(held), sent_at=now, provider_id=provider_id,
+        session, "sent", held_by(held), sent_at=now, provider_id=provider_id,
         delivery_status=delivery_status, transport=transport, provider_seconds=seconds,
         error_code=None, error_message=None,
     )  # fmt: skip
     for row in rows:
-        _observe(session, metrics.LATENESS, (now - row.send_at).total_seconds())
-        _observe(session, metrics.PROVIDER_LATENCY, seconds)
+        observe(session, metrics.LATENESS, (now - row.send_at).total_seconds())
+        observe(session, metrics.PROVIDER_LATENCY, seconds)
     return bool(rows)
 
 
@@ -210,7 +226,7 @@ def unsure(
     sweeper has asked the provider (`stalled`)."""
     done = session.execute(
         update(R)
-        .where(_fence(held), R.state == SENDING)
+        .where(held_by(held), R.state == SENDING)
         .values(
             error_code=code,
             error_message=message,
@@ -221,7 +237,7 @@ def unsure(
         .execution_options(synchronize_session=False)
     ).first()
     if done is not None:
-        _observe(session, metrics.PROVIDER_LATENCY, seconds)
+        observe(session, metrics.PROVIDER_LATENCY, seconds)
     return done is not None
 
 
@@ -230,11 +246,11 @@ def fail(
     seconds: float | None = None,
 ) -> bool:  # fmt: skip
     moved = _move(
-        session, "fail", _fence(held), error_code=code, error_message=message,
+        session, "fail", held_by(held), error_code=code, error_message=message,
         transport=transport, provider_seconds=seconds,
     )  # fmt: skip
     if moved:
-        _observe(session, metrics.PROVIDER_LATENCY, seconds)
+        observe(session, metrics.PROVIDER_LATENCY, seconds)
     return bool(moved)
 
 
@@ -245,28 +261,29 @@ def retry(
     """Put the row back to go again at `at`. `counts` says what the attempt counts against:
     "failures" (the provider's), "crashes" (the worker's), or None (nothing went wrong with
     the reminder: the sending window was shut, our own settings were wrong). Returns the state
-    it ended in: `scheduled`, or `failed` when a cap is reached or `at` is past its expiry;
-    None when the worker no longer holds it."""
+    it ended in: `scheduled`, or `failed` when `at` is past its expiry or the crash cap is
+    reached; None when the worker no longer holds it."""
     values: dict[str, Any] = {
         "error_code": code, "error_message": message, "transport": transport,
         "provider_seconds": seconds,
     }  # fmt: skip
     worthless = literal(at, R.send_at.type) >= R.expires_at
-    if counts is not None:
-        column = R.failures if counts == "failures" else R.crashes
-        cap = MAX_FAILURES if counts == "failures" else MAX_CRASHES
-        values[counts] = column + 1
-        if _move(session, "fail", _fence(held), (column + 1 >= cap) | worthless, **values):
-            _observe(session, metrics.PROVIDER_LATENCY, seconds)
+    if counts == "crashes":
+        values[counts] = R.crashes + 1
+        if _move(session, "fail", held_by(held), (R.crashes + 1 >= MAX_CRASHES) | worthless,
+                 **values):  # fmt: skip
+            observe(session, metrics.PROVIDER_LATENCY, seconds)
             return FAILED
-    elif _move(session, "fail", _fence(held), worthless, **values):
-        _observe(session, metrics.PROVIDER_LATENCY, seconds)
+    elif counts == "failures":
+        values[counts] = R.failures + 1
+    if counts != "crashes" and _move(session, "fail", held_by(held), worthless, **values):
+        observe(session, metrics.PROVIDER_LATENCY, seconds)
         return FAILED
-    rows = _moving(session, "retry", _fence(held), send_at=at, **values)
+    rows = _moving(session, "retry", held_by(held), send_at=at, **values)
     for row in rows:
         retried = metrics.RETRIES.labels(row.channel, counts or "nothing")
-        _count(session, retried.inc)
-        _observe(session, metrics.PROVIDER_LATENCY, seconds)
+        count(session, retried.inc)
+        observe(session, metrics.PROVIDER_LATENCY, seconds)
     return SCHEDULED if rows else None
 
 
@@ -274,7 +291,7 @@ def stop(session: Session, held: Held, state: str, reason: str) -> bool:
     """Found at sending that it must not go: `cancelled` (the enrolment changed) or `skipped`
     (opted out, too late, no way to reach them), with the reason."""
     name = "stop" if state == CANCELLED else "drop"
-    return bool(_move(session, name, _fence(held), cancel_reason=reason))
+    return bool(_move(session, name, held_by(held), cancel_reason=reason))
 
 
 # --- the sweeper ------------------------------------------------------------------------------
@@ -282,64 +299,78 @@ def stop(session: Session, held: Held, state: str, reason: str) -> bool:
 
 def requeue_lost(session: Session, cutoff: datetime) -> list[int]:
     """Queued before `cutoff` and never taken: its task was lost (a flushed Redis)."""
-    return _move(session, "requeue", R.queued_at < cutoff)
+    return sorted(
+        row.id for row in _moving(session, "requeue", R.queued_at < cutoff, skip_locked=True)
+    )
 
 
 def release_unwritten(
     session: Session, cutoff: datetime, now: datetime
 ) -> tuple[list[int], list[int]]:
-    """Rows taken into `sending` before `cutoff` whose words were never written: their worker
-    stopped before it could reach the provider (the words are committed first), so they go
-    back at once. Each counts as a crash; returns (put back, failed at the crash cap)."""
-    stalled = (R.state == SENDING, R.sending_at < cutoff, R.body.is_(None))
+    """Rows taken into `sending` before `cutoff` whose request was never allowed to leave
+    (`go` commits that first): their worker stopped or stalled before it could reach the
+    provider, so they go back at once, and a worker that wakes up later finds them gone. Each
+    counts as a crash; returns (put back, failed at the crash cap)."""
+    stalled = (R.state == SENDING, R.sending_at < cutoff, R.requested_at.is_(None))
     message = "the worker sending it stopped before it was sent, more than once"
-    failed = _move(
+    failed = _moving(
         session, "fail", *stalled, R.crashes + 1 >= MAX_CRASHES,
-        crashes=R.crashes + 1, error_message=message,
+        crashes=R.crashes + 1, error_message=message, skip_locked=True,
     )  # fmt: skip
-    released = _move(session, "retry", *stalled, crashes=R.crashes + 1, send_at=now)
-    return released, failed
-
-
-class Stalled(NamedTuple):
-    held: Held
-    since: datetime
-    unanswered: bool  # the provider did not answer (counts as its failure); else a crash
-
-
-def stalled(session: Session, cutoff: datetime) -> list[Stalled]:
-    """Rows in `sending` since before `cutoff` with their words written: the provider may have
-    them, so it is asked before anything is resent."""
-    rows = session.execute(
-        select(R.id, R.attempts, R.sending_at, R.error_message)
-        .where(R.state == SENDING, R.sending_at < cutoff, R.body.is_not(None))
-        .order_by(R.id)
+    released = _moving(
+        session, "retry", *stalled, crashes=R.crashes + 1, send_at=now, skip_locked=True
     )
-    return [
-        Stalled(Held(reminder_id, attempt), since or cutoff, error is not None)
-        for reminder_id, attempt, since, error in rows
-    ]
+    return sorted(row.id for row in released), sorted(row.id for row in failed)
+
+
+def unknown(session: Session, held: Held, message: str) -> bool:
+    """Give up asking: the outcome is unknown. It is not sent again (it may have reached the
+    patient); the caller tells staff."""
+    return bool(_move(session, "unknown", held_by(held), error_message=message))
 
 
 # --- enrolments change ------------------------------------------------------------------------
 
 
 def withdraw(session: Session, ids: Iterable[int], reason: str) -> list[int]:
-    """Cancel reminders that have not been taken for sending yet (a cancelled or moved
-    enrolment). One taken meanwhile is left to its worker, which finds the enrolment changed."""
+    """Cancel reminders of a cancelled or moved enrolment whose request has not been allowed
+    to leave: pending ones, and those a worker holds but has not yet let go (`go`), which then
+    finds them gone. Atomic with the change that calls it."""
     wanted = list(ids)
-    return _move(session, "withdraw", R.id.in_(wanted), cancel_reason=reason) if wanted else []
+    if not wanted:
+        return []
+    return _move(session, "withdraw", R.id.in_(wanted), _unrequested(), cancel_reason=reason)
+
+
+def fence_opted_out(session: Session, channel: str, destination: str) -> list[int]:
+    """A destination has just opted out: every reminder to it whose request has not been
+    allowed to leave is locked, and one a worker holds is skipped at once. Pending ones stay
+    (a START puts the patient back), and are skipped when they are sent: `go` reads the
+    opt-out this change commits."""
+    column = models.Patient.phone if channel == "sms" else models.Patient.email
+    theirs = select(E.id).join(models.Patient).where(column == destination).scalar_subquery()
+    to_them = (
+        R.channel == channel,
+        or_(R.destination == destination, R.enrolment_id.in_(theirs)),
+        _unrequested(),
+    )
+    session.execute(
+        select(R.id).where(R.state.in_((*PENDING, SENDING)), *to_them)
+        .order_by(R.id).with_for_update()
+    ).all()  # fmt: skip
+    return _move(session, "opt-out", R.state == SENDING, *to_them, cancel_reason="opted out")
 
 
 def carry_over(session: Session, ids: Iterable[int], version: int) -> list[int]:
-    """Pending reminders a reschedule keeps as they are, under the enrolment's new version."""
+    """Reminders a reschedule keeps as they are, under the enrolment's new version: pending
+    ones, and those in flight (if one fails, it is tried again under the new plan)."""
     wanted = list(ids)
     if not wanted:
         return []
     return sorted(
         session.scalars(
             update(R)
-            .where(R.id.in_(wanted), R.state.in_(PENDING))
+            .where(R.id.in_(wanted), R.state.in_((*PENDING, SENDING)))
             .values(schedule_version=version)
             .returning(R.id)
             .execution_options(synchronize_session=False)
@@ -376,5 +407,5 @@ def receipt(
     )
     if moved is None:
         return None
-    _count(session, metrics.RECEIPTS.labels(status).inc)
+    count(session, metrics.RECEIPTS.labels(status).inc)
     return session.get(R, moved, populate_existing=True)

@@ -174,6 +174,13 @@ class Reminder(Timestamped, Base):
     # row that has sat in either state too long (a lost task, a killed worker).
     queued_at: Mapped[datetime | None] = mapped_column()
     sending_at: Mapped[datetime | None] = mapped_column()
+    # When this attempt's request was allowed to leave (`lifecycle.go`), checked and committed
+    # just before it did: a row in `sending` without it never reached the provider.
+    requested_at: Mapped[datetime | None] = mapped_column()
+    # Times the provider could not say whether it has the message, and when to ask next: the
+    # sweeper asks with backoff, and gives up after a bounded time (`sweep`).
+    asks: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    ask_after: Mapped[datetime | None] = mapped_column()
     transport: Mapped[str | None] = mapped_column(String(16))  # twilio, smtp or outbox
     # How long the provider took over the last attempt: the provider-latency metric.
     provider_seconds: Mapped[float | None] = mapped_column(Float)

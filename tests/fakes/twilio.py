@@ -126,7 +126,8 @@ class FakeTwilio:
     """Twilio's Messages API on 127.0.0.1, with faults on demand. Thread-safe; a context manager.
 
     Attributes: base_url, account_sid, auth_token, fail_to (number -> Twilio error code),
-    accept_timeout_delay (seconds), clock (callable returning an aware datetime), spec.
+    accept_timeout_delay (seconds), fail_list (a status or "hang"),
+    create_delay (seconds), clock (callable returning an aware datetime), spec.
     Introspection (copies): messages, messages_to(number), message(sid), requests (Counter by
     kind: create, fetch, list, other), outcomes (Counter of what happened to create requests:
     created, invalid, 401, 500, 429, timeout-after-accept, 21211...), violations,
@@ -149,6 +150,12 @@ class FakeTwilio:
         self.clock = clock or (lambda: datetime.now(UTC))
         self.accept_timeout_delay = accept_timeout_delay
         self.fail_to: dict[str, int] = {}
+        # The Messages list (what reconciliation asks) failing with this HTTP status, or
+        # hanging for `accept_timeout_delay` when "hang"; None: it answers.
+        self.fail_list: int | str | None = None
+        # Seconds every create request takes to be answered (the message exists at once): a
+        # slow provider, so that a burst has many requests in flight.
+        self.create_delay = 0.0
         self.spec = MessagesSpec(spec_path)
         self._address = (host, port)
         self._server: LoopbackServer | None = None
@@ -231,6 +238,7 @@ class FakeTwilio:
         with self._lock:
             self._clear()
             self.fail_to.clear()
+            self.fail_list, self.create_delay = None, 0.0
 
     # -- introspection ---------------------------------------------------------------------------
 
@@ -404,6 +412,10 @@ class FakeTwilio:
 
         if kind == "create":
             return self._create({name: values[-1] for name, values in (form or {}).items()})
+        if kind == "list" and self.fail_list == "hang":
+            return Reply(503, delay=self.accept_timeout_delay, after_delay=twilio_error(503, 20503))
+        if kind == "list" and isinstance(self.fail_list, int):
+            return twilio_error(self.fail_list, 20000 + self.fail_list)
         if kind == "fetch":
             found = self._store.get(path_params["Sid"])
             if found is None:
@@ -522,7 +534,7 @@ class FakeTwilio:
             # A Messaging Service picks the sender after the create call answers, and only then
             # are segments counted; Twilio says 0 until then.
             created["num_segments"] = "0"
-        reply = Reply(201, created)
+        reply = Reply(201, created, delay=self.create_delay)
         if outcome == "timeout-after-accept":
             reply.delay = self.accept_timeout_delay
         elif outcome == "reset-after-accept":

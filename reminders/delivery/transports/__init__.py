@@ -4,6 +4,7 @@ and returns the provider's id, or raises a `DeliveryError` saying whether trying
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
@@ -22,6 +23,15 @@ class OutgoingMessage:
     html: str | None = None
     attachments: tuple[Attachment, ...] = ()
     headers: dict[str, str] = field(default_factory=dict)
+    # By when (time.monotonic()) the request must leave, or not leave at all (`Unsent`): the
+    # worker's last check that it may send holds only that long.
+    leave_by: float | None = None
+
+    def may_leave(self) -> None:
+        """Raise `Unsent` if it is too late for the request to leave: called by a transport at
+        the last moment before the provider can have the message."""
+        if self.leave_by is not None and time.monotonic() > self.leave_by:
+            raise Unsent("not sent: too long since the last check that it may go")
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,11 @@ class PermanentError(DeliveryError):
 
 class TransientError(DeliveryError):
     pass
+
+
+class Unsent(TransientError):
+    """The request never left: too long had passed since the worker's last check that it may
+    (it was paused, or starved). It goes again at once, counting against nothing."""
 
 
 class ConfigurationError(TransientError):

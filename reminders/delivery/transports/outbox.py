@@ -15,6 +15,7 @@ class Outbox:
     name = "outbox"
 
     def send(self, message: OutgoingMessage) -> Sent:
+        message.may_leave()
         return Sent(provider_id=f"outbox-{message.reminder_id}", delivery_status=None)
 
     def find_sent(self, message: OutgoingMessage, since: datetime) -> str | None:

@@ -63,7 +63,7 @@ class SmtpEmail:
     def send(self, message: OutgoingMessage) -> Sent:
         email = build(message, self.settings.mail_from)
         settings = self.settings
-        delivered_data = False
+        delivered_data = accepted = False
         smtp = None
         try:
             smtp = smtplib.SMTP(settings.host, settings.port, timeout=self.timeout)
@@ -79,9 +79,13 @@ class SmtpEmail:
                     f"the mail server refused our sender: {code}", code=str(code)
                 )
             _check(*smtp.rcpt(message.to), what="the address")
+            # The last moment before the server can have the message: everything before the
+            # text itself is undone by hanging up.
+            message.may_leave()
             delivered_data = True
             # SMTP lines end in CRLF; smtplib fixes line endings of text, not of bytes.
             _check(*smtp.data(email.as_bytes(policy=WIRE)), what="the message")
+            accepted = True
         except (PermanentError, TransientError):
             raise
         except smtplib.SMTPAuthenticationError as exc:
@@ -96,8 +100,14 @@ class SmtpEmail:
             error = AmbiguousError if delivered_data else TransientError
             raise error(f"no answer from the mail server: {type(exc).__name__}") from None
         finally:
-            if smtp is not None:
-                # The message is accepted once DATA is; a failed goodbye changes nothing.
+            if smtp is not None and accepted:
+                # Accepted: hang up without the goodbye (QUIT is one more round trip), so the
+                # worker records it at once. A worker killed between the server's acceptance
+                # and that record sends it again (the server cannot be asked what it has):
+                # that window is kept as short as it can be (docs/reliability.md).
+                smtp.close()
+            elif smtp is not None:
+                # A failed goodbye changes nothing.
                 with contextlib.suppress(smtplib.SMTPException, OSError):
                     smtp.quit()
         return Sent(f"smtp-{message.reminder_id}", delivery_status=None)

@@ -94,6 +94,7 @@ class TwilioSms:
         )
         if self.status_callback:
             sender["status_callback"] = self.status_callback
+        message.may_leave()  # the last moment before the request is written
         try:
             created = self.client.messages.create(to=message.to, body=message.body, **sender)
         except TwilioRestException as exc:

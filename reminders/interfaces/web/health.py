@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select, text
+from sqlalchemy import and_, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from reminders.interfaces.tasks import HEARTBEAT_KEY, Queues
 from reminders.store import models
-from reminders.store.models import utcnow
+from reminders.store.db import database_now
 
 
 def database_ok(sessions: sessionmaker[Session]) -> bool:
@@ -84,7 +84,7 @@ def health(sessions: sessionmaker[Session], client: redis.Redis | None) -> dict[
     if checks["database"] == "ok":
         try:
             with sessions() as session:
-                count, oldest = due_unclaimed(session, utcnow())
+                count, oldest = due_unclaimed(session, database_now(session))
         except Exception:  # not migrated, or gone since: "down", the reason is for the logs
             checks["database"] = "down"
         else:
@@ -105,14 +105,35 @@ class ReminderCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         A = models.AttentionItem
-        now = utcnow()
+        R = models.Reminder
         with self.sessions() as session:
+            now = database_now(session)  # one clock: the database's
             count, oldest = due_unclaimed(session, now)
             open_items = session.execute(
                 select(A.kind, A.needs_call, func.count(), func.min(A.created_at))
                 .where(A.resolved_at.is_(None))
                 .group_by(A.kind, A.needs_call)
             ).all()
+            minute, ten = now - timedelta(minutes=1), now - timedelta(minutes=10)
+            ages = {
+                "under 1m": R.sending_at >= minute,
+                "1m to 10m": and_(R.sending_at < minute, R.sending_at >= ten),
+                "over 10m": R.sending_at < ten,
+            }
+            sending = session.execute(
+                select(*(func.count().filter(age) for age in ages.values())).where(
+                    R.state == "sending"
+                )
+            ).one()
+        by_age = GaugeMetricFamily(
+            "reminders_sending",
+            "Reminders in `sending` (a worker holds them, or the provider is being asked about "
+            "them), by how long since the attempt began; none should stay there for long.",
+            labels=["age"],
+        )
+        for band, n in zip(ages, sending, strict=True):
+            by_age.add_metric([band], float(n))
+        yield by_age
         attention = GaugeMetricFamily(
             "reminders_attention_open",
             "Needs-attention items nobody has dealt with, by kind and whether a call is needed.",
