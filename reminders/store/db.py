@@ -18,6 +18,11 @@ from sqlalchemy.orm import Session, sessionmaker
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 POOL_SIZE = 20
 POOL_OVERFLOW = 10
+# A worker's sending threads (16 a process) each hold a connection only for a short
+# transaction before and after their request: a few connections serve them all, and a
+# deployment's worker processes together stay well inside PostgreSQL's max_connections.
+WORKER_POOL_SIZE = 4
+WORKER_POOL_OVERFLOW = 2
 
 
 def make_engine(url: str, *, idle_in_transaction: float | None = None) -> Engine:
@@ -29,8 +34,9 @@ def make_engine(url: str, *, idle_in_transaction: float | None = None) -> Engine
         if idle_in_transaction is not None:
             timeout = f"-c idle_in_transaction_session_timeout={int(idle_in_transaction * 1000)}"
             return create_engine(
-                parsed, hide_parameters=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW,
-                pool_pre_ping=True, connect_args={"options": timeout},
+                parsed, hide_parameters=True, pool_size=WORKER_POOL_SIZE,
+                max_overflow=WORKER_POOL_OVERFLOW, pool_pre_ping=True,
+                connect_args={"options": timeout},
             )  # fmt: skip
         # hide_parameters: an error's text must not carry a patient's number into the logs.
         # A pool as large as the requests one web process serves at once (FastAPI runs up to
