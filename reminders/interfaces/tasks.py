@@ -38,8 +38,8 @@ class Queues:
     IMPORT = "reminders.import"  # CSV files uploaded on the staff pages, one run per task
 
 
-# Set by every run of the dispatcher: /healthz and /metrics read its age, so a stopped beat (and
-# with it every reminder, blood-thinner ones included) is seen within a minute.
+# Set by every finished run of the dispatcher: /healthz and /metrics read its age, so a stopped
+# beat (and with it every reminder, blood-thinner ones included) is seen within a minute.
 HEARTBEAT_KEY = "reminders:dispatcher:heartbeat"
 
 SEND_BATCH = 25  # ids per send task: one claim and one commit per batch, sends in parallel
@@ -121,8 +121,6 @@ def publish_send(ids: Sequence[int]) -> None:
 def dispatch_due(self: Any) -> int:
     """Claim what is due and queue it; runs every second from beat."""
     rt = runtime()
-    with self.app.connection_for_write() as connection:
-        connection.default_channel.client.set(HEARTBEAT_KEY, time.time())
 
     def backlog() -> int:
         with self.app.connection_for_read() as connection:
@@ -130,6 +128,9 @@ def dispatch_due(self: Any) -> int:
         return int(depth) * SEND_BATCH
 
     claimed = dispatch.dispatch(rt.sessions, publish_send, clock=rt.clock, backlog=backlog)
+    # Set when a run has finished: a dispatcher that fails every time is not alive.
+    with self.app.connection_for_write() as connection:
+        connection.default_channel.client.set(HEARTBEAT_KEY, time.time())
     if claimed:  # what changed, not that it looked
         log.info("dispatched %d reminders", claimed)
     return claimed
