@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import shutil
-from datetime import date, time
+from datetime import date, time, timedelta
 from email import message_from_bytes
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -26,9 +26,12 @@ from staff import BOB, Staff, add_staff
 from world import World
 
 from reminders.config import Config
+from reminders.delivery import send
 from reminders.services.enrolments import EnrolmentRefused
 from reminders.services.imports import import_csv
 from reminders.settings import Settings
+from reminders.store import holds, lifecycle
+from reminders.store.db import session_scope
 
 MONDAY_23 = date(2026, 11, 23)
 FRIDAY_4 = date(2026, 12, 4)
@@ -144,6 +147,33 @@ def test_h1_cancelled_before_any_stop_the_patient_is_told_and_nobody_needs_to_ca
         "You were asked to stop warfarin"
     )  # told about the plan at booking: the team still calls
     assert len(clinic.calls()) == 1
+
+
+def test_h1_cancelled_while_the_plan_is_on_its_way_the_team_still_calls(clinic: Clinic) -> None:
+    """The plan's text has left for the provider when staff cancel: it may reach the patient,
+    so the cancellation is handled as if it had (a call, and the notice says so)."""
+    enrolment_id = clinic.enrol(**WARFARIN)
+    now = clinic.now
+    with session_scope(clinic.w.factory) as session:
+        claimed = [row.id for row in lifecycle.claim(session, now, 100)]
+        held = lifecycle.begin(session, claimed, now)
+        ready = send.prepare(session, held, clinic.config, now)
+    (plan,) = [row for row, message in ready if message.channel == "sms"
+               and "stop warfarin" in message.body]  # fmt: skip
+    with session_scope(clinic.w.factory) as session:
+        assert holds.go(session, plan, now, lease=timedelta(minutes=1)) == now
+    clinic.cancel(enrolment_id)
+    (call,) = clinic.calls()
+    assert call.startswith("Urgent, a clinician must decide: the procedure on Thursday 10 ")
+    # The provider's answer comes back a moment later, before the notice goes.
+    with session_scope(clinic.w.factory) as session:
+        assert lifecycle.sent(
+            session, plan, provider_id="SM" + "1" * 32, delivery_status="queued",
+            transport="twilio", seconds=0.1, now=now,
+        )  # fmt: skip
+    clinic.run_until(london(MONDAY_23, 10))
+    (notice,) = [t for t in clinic.texts() if t[1] == "appointment-cancelled"]
+    assert "You were asked to stop warfarin: our team will call you" in notice[2]
 
 
 # --- H2: moved after a stop instruction --------------------------------------------------------

@@ -33,17 +33,20 @@ def as_enrolment(row: models.Enrolment) -> Enrolment:
 
 
 def history_of(reminders: Iterable[models.Reminder]) -> History:
-    """What reached the patient: sent, and not reported back as undelivered. A message still
-    in flight, or one that never left, is not something the patient holds."""
+    """What reached the patient, or may have: sent and not reported back as undelivered, or in
+    flight (its request has left, `holds.in_flight`). A change of booking decides what to say
+    and whom to call from this, so a message on its way counts as told (hazard H1); one that
+    never left does not. Sending decides from sent messages only (`send._histories`)."""
     told = sorted(
         (
-            r for r in reminders
-            if r.state == lifecycle.SENT and r.sent_at is not None
-            and r.delivery_status not in lifecycle.NOT_RECEIVED
+            (r.sent_at or r.requested_at, r) for r in reminders
+            if (r.state == lifecycle.SENT and r.sent_at is not None
+                and r.delivery_status not in lifecycle.NOT_RECEIVED)
+            or holds.in_flight(r)
         ),
-        key=lambda r: (r.sent_at, r.id or 0),
+        key=lambda pair: (pair[0], pair[1].id or 0),
     )  # fmt: skip
-    return History(tuple(Told(r.rule, r.channel, r.sent_at, r.fingerprint) for r in told))  # type: ignore[arg-type]
+    return History(tuple(Told(r.rule, r.channel, at, r.fingerprint) for at, r in told))  # type: ignore[arg-type]
 
 
 def facts_of(
