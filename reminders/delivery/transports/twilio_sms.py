@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import requests
@@ -24,6 +26,21 @@ from reminders.delivery.transports import (
 from reminders.settings import TwilioSettings
 
 CONNECTIONS = 32
+
+_leaving = threading.local()  # this thread's `may_leave`, while its Messages request is built
+
+
+class _LastMoment(HTTPAdapter):
+    """Checks that the request may still leave as it is handed to the connection, after the
+    client has built it: a worker paused while building it sends nothing when it wakes."""
+
+    def send(self, *args: object, **kwargs: object) -> requests.Response:
+        check: Callable[[], None] | None = getattr(_leaving, "check", None)
+        if check is not None:
+            check()
+        return super().send(*args, **kwargs)  # type: ignore[arg-type]
+
+
 # Errors about our account or sender, not the patient: wrong credentials, a From number or
 # Messaging Service that is not ours or not set up.
 CONFIGURATION_CODES = {20003, 20404, 21603, 21606, 21704}
@@ -80,7 +97,7 @@ class TwilioSms:
         # One kept-alive connection per sending thread: the client's default pool keeps 10
         # for http:// and cpu+4 for https://, and the rest would reconnect on every message.
         for scheme in ("http://", "https://"):
-            http_client.session.mount(scheme, HTTPAdapter(pool_maxsize=CONNECTIONS))
+            http_client.session.mount(scheme, _LastMoment(pool_maxsize=CONNECTIONS))
         self.client = Client(settings.account_sid, settings.auth_token, http_client=http_client)
         # The package does not read TWILIO_BASE_URL; the Api domain's base_url is where every
         # Messages request goes (tests point it at a fake on loopback).
@@ -94,7 +111,8 @@ class TwilioSms:
         )
         if self.status_callback:
             sender["status_callback"] = self.status_callback
-        message.may_leave()  # the last moment before the request is written
+        message.may_leave()  # before the request is built, and again as it leaves
+        _leaving.check = message.may_leave
         try:
             created = self.client.messages.create(to=message.to, body=message.body, **sender)
         except TwilioRestException as exc:
@@ -105,6 +123,8 @@ class TwilioSms:
             # Anything else (a read timeout, a connection cut after the request was written,
             # a garbled answer) may have left Twilio holding the message.
             raise AmbiguousError(f"no answer from Twilio: {type(exc).__name__}") from None
+        finally:
+            _leaving.check = None
         return Sent(provider_id=str(created.sid), delivery_status=created.status)
 
     def find_sent(self, message: OutgoingMessage, since: datetime) -> str | None:
