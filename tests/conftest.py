@@ -40,15 +40,6 @@ DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 BACKENDS = ("sqlite", "postgresql")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Drills run one after another, on one test process (`--dist loadgroup`): each starts
-    workers and beats, and several at once on two cores turn a drill of timing (a worker
-    paused past its lease) into a drill of the machine's load."""
-    for item in items:
-        if item.get_closest_marker("drill"):
-            item.add_marker(pytest.mark.xdist_group("drills"))
-
-
 def url_text(url: URL) -> str:
     # str(url) masks the password, which would then be used as the password.
     return url.render_as_string(hide_password=False)
