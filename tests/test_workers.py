@@ -12,8 +12,10 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fakes.smtp import FakeSmtp
@@ -196,14 +198,13 @@ def test_a_same_day_enrolment_is_delivered_by_worker_and_beat(
         assert message["body"][:40] not in output
 
 
-def test_h1_a_booking_cancelled_after_a_stop_instruction_through_a_real_worker(
-    celery: Start, delivery_env: dict[str, str], fake_twilio: FakeTwilio,
-    factory: sessionmaker[Session],
-) -> None:  # fmt: skip
-    """Hazard H1 (docs/clinical-safety.md) end to end on the real clock: a booking system
-    enrols a patient told to stop warfarin, then cancels; worker and beat do the sending."""
-    day = (datetime.now(UTC) + timedelta(days=10)).date()
-    phone = "+447911100090"
+@contextmanager
+def told_to_stop(
+    celery: Start, delivery_env: dict[str, str], fake_twilio: FakeTwilio, ref: str, phone: str,
+    day: date,
+) -> Iterator[tuple[TestClient, Any, Callable[[], list[str]]]]:  # fmt: skip
+    """Worker and beat running, and a patient enrolled through the API on a warfarin plan, told
+    (by the booking and the plan) to stop it: the API client, the answer, and their texts."""
     celery("worker")
     celery("beat")
     app = create_app(Settings.from_env(delivery_env))
@@ -212,7 +213,7 @@ def test_h1_a_booking_cancelled_after_a_stop_instruction_through_a_real_worker(
             token = accounts.add_token(session, name="pas", now=datetime.now(UTC), actor="t")
         api.headers["Authorization"] = f"Bearer {token.secret}"
         created = api.post("/api/v1/enrolments", json={
-            "booking_ref": "BK-H1", "name": "Megan Price", "phone": phone,
+            "booking_ref": ref, "name": "Megan Price", "phone": phone,
             "procedure": "sacroplasty", "date": day.isoformat(), "time": "09:30",
             "anticoagulant": "warfarin", "anticoagulant_hold_days": 5,
             "anticoagulant_restart_days": 0,
@@ -221,6 +222,19 @@ def test_h1_a_booking_cancelled_after_a_stop_instruction_through_a_real_worker(
         told = lambda: [m["body"] for m in fake_twilio.messages_to(phone)]  # noqa: E731
         wait_for(lambda: len(told()) == 2, timeout=60, what="the booking and the plan sent")
         assert "stop warfarin" in told()[1]
+        yield api, created, told
+
+
+def test_h1_a_booking_cancelled_after_a_stop_instruction_through_a_real_worker(
+    celery: Start, delivery_env: dict[str, str], fake_twilio: FakeTwilio,
+    factory: sessionmaker[Session],
+) -> None:  # fmt: skip
+    """Hazard H1 (docs/clinical-safety.md) end to end on the real clock: a booking system
+    enrols a patient told to stop warfarin, then cancels; worker and beat do the sending."""
+    day = (datetime.now(UTC) + timedelta(days=10)).date()
+    phone = "+447911100090"
+    stopping = told_to_stop(celery, delivery_env, fake_twilio, "BK-H1", phone, day)
+    with stopping as (api, created, told):
         cancelled = api.post(f"/api/v1/enrolments/{created.json()['id']}/cancel")
         assert cancelled.status_code == 200, cancelled.text
     wait_for(lambda: len(told()) == 3, timeout=60, what="the cancellation sent")
@@ -249,23 +263,8 @@ def test_h2_a_booking_moved_after_a_stop_instruction_through_a_real_worker(
     day = (datetime.now(UTC) + timedelta(days=10)).date()
     later = day + timedelta(days=7)
     phone = "+447911100091"
-    celery("worker")
-    celery("beat")
-    app = create_app(Settings.from_env(delivery_env))
-    with TestClient(app) as api:
-        with session_scope(app.state.sessions) as session:
-            token = accounts.add_token(session, name="pas", now=datetime.now(UTC), actor="t")
-        api.headers["Authorization"] = f"Bearer {token.secret}"
-        created = api.post("/api/v1/enrolments", json={
-            "booking_ref": "BK-H2", "name": "Megan Price", "phone": phone,
-            "procedure": "sacroplasty", "date": day.isoformat(), "time": "09:30",
-            "anticoagulant": "warfarin", "anticoagulant_hold_days": 5,
-            "anticoagulant_restart_days": 0,
-        })  # fmt: skip
-        assert created.status_code == 201, created.text
-        told = lambda: [m["body"] for m in fake_twilio.messages_to(phone)]  # noqa: E731
-        wait_for(lambda: len(told()) == 2, timeout=60, what="the booking and the plan sent")
-        assert "stop warfarin" in told()[1]
+    stopping = told_to_stop(celery, delivery_env, fake_twilio, "BK-H2", phone, day)
+    with stopping as (api, created, told):
         moved = api.patch(
             f"/api/v1/enrolments/{created.json()['id']}", json={"date": later.isoformat()}
         )
